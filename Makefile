@@ -1,0 +1,71 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine:
+#   make demo   virtualenv + install + the bundled demo line (simulators, broker, gateway)
+#   make test   virtualenv + test tools + Mosquitto + ruff, mypy and the whole test suite
+# Also: make bench (benchmarks, figures printed), make docs (regenerate the config reference).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench docs clean venv mosquitto test-tools
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Tracegate needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "Cannot create a virtualenv: install it with: sudo apt-get install python3-venv"; \
+	    exit 1; fi; }
+	@$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-run
+
+# Mosquitto (broker for the demo and the tests) from Debian's package when missing.
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Mosquitto (Debian package mosquitto) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	else echo "Mosquitto is missing. Install it with: sudo apt-get install mosquitto"; exit 1; fi
+
+# systemd-analyze checks the unit file in the tests (Debian package systemd).
+test-tools:
+	@if command -v systemd-analyze >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing systemd-analyze (Debian package systemd) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
+	else echo "Note: systemd-analyze is missing (sudo apt-get install systemd); " \
+	  "the unit-file tests will be skipped."; fi
+
+demo: $(VENV)/.installed-run mosquitto
+	$(BIN)/tracegate demo
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-test mosquitto test-tools
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(VENV)/.installed-test mosquitto
+	$(BIN)/python -m bench
+
+docs: $(VENV)/.installed-run
+	$(BIN)/python -m gateway.config.docs > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,548 @@
+"""Loading a line file: YAML -> profile merge -> validation -> cross references.
+
+Every problem is collected, not just the first, and reported one a line as
+`FILE:LINE:COL: path.to.field: message (got VALUE)`, pointing into the line file or into the
+profile a value came from. A device entry is its profile's `settings`, deep-merged under the
+entry's own keys (mappings merge, lists and scalars replace), then validated as a whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import yamlpos
+from gateway.config.models import (
+    ID_PATTERN,
+    SCANNER_KINDS,
+    DeviceConfig,
+    LineConfig,
+    MqttConfig,
+    SerialScannerConfig,
+    TcpScannerConfig,
+    TlsConfig,
+)
+from gateway.config.yamlpos import Located, Mark, PathKey, Where, YamlProblem
+
+DEVICE_MODELS: dict[str, type[BaseModel]] = {
+    "serial_scanner": SerialScannerConfig,
+    "tcp_scanner": TcpScannerConfig,
+}
+
+PROFILE_HEADER = ("vendor", "model", "description", "kind", "settings", "example", "notes")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    mark: Mark
+    path: str
+    message: str
+    got: Any = None
+    has_got: bool = False
+
+    def __str__(self) -> str:
+        tail = f" (got {render_value(self.got)})" if self.has_got else ""
+        return f"{self.mark}: {self.path}: {self.message}{tail}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: LineConfig
+    source: Path
+    config_hash: str
+    profiles: dict[str, Path] = field(default_factory=dict)  # device id -> profile file
+
+
+def render_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def path_text(path: Iterable[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+def bundled_profiles_dir() -> Path:
+    # `device_profiles/` sits beside the `gateway` package both in a source checkout and in an
+    # installed wheel (it is packaged as top-level data), so no importlib.resources needed: that
+    # API rejects data-only namespace directories.
+    return Path(__file__).resolve().parents[2] / "device_profiles"
+
+
+def profile_search_path(config_dir: Path, extra: Iterable[Any]) -> list[Path]:
+    dirs = [config_dir / Path(str(d)) for d in extra]
+    dirs.append(bundled_profiles_dir())
+    return dirs
+
+
+def available_profiles(dirs: Iterable[Path]) -> list[str]:
+    names: set[str] = set()
+    for d in dirs:
+        if d.is_dir():
+            names.update(
+                p.relative_to(d).with_suffix("").as_posix()
+                for p in d.rglob("*.yaml")
+                if not p.relative_to(d).as_posix().startswith("lines/")
+            )
+    return sorted(names)
+
+
+def find_profile(name: str, config_dir: Path, dirs: list[Path]) -> Path | None:
+    if name.endswith((".yaml", ".yml")):
+        p = config_dir / name
+        return p if p.is_file() else None
+    for d in dirs:
+        p = d / f"{name}.yaml"
+        if p.is_file():
+            return p
+    return None
+
+
+def display_path(p: Path, config_dir: Path) -> str:
+    """How a file is named in messages: relative to the line file when below it."""
+    try:
+        return (
+            os.path.relpath(p, Path.cwd())
+            if not p.is_relative_to(bundled_profiles_dir())
+            else "device_profiles/" + p.relative_to(bundled_profiles_dir()).as_posix()
+        )
+    except ValueError:
+        return str(p)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_or_report(path: Path) -> LoadedConfig | None:
+    """Load a line file for a command; on error print every problem to stderr, one a line
+    (then a summary line), and return None (the caller exits 78)."""
+    try:
+        return load_line(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}; not valid", file=sys.stderr)
+        return None
+
+
+def load_line(path: Path) -> LoadedConfig:
+    """Load and validate a line file. Raises ConfigError with every problem found."""
+    display = str(path)
+    try:
+        located = yamlpos.load(path, display)
+    except YamlProblem as exc:
+        raise ConfigError([Problem(exc.mark, "(file)", exc.problem)]) from None
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(Mark(display, 1, 1), "(file)", f"cannot read: {exc.strerror}")]
+        ) from None
+    return _Loader(path, located).run()
+
+
+class _Loader:
+    def __init__(self, path: Path, located: Located) -> None:
+        self.path = path
+        self.config_dir = path.resolve().parent
+        self.doc = located
+        self.problems: list[Problem] = []
+        self.profiles: dict[str, Path] = {}
+        self.bad_profiles: set[PathKey] = set()
+
+    def problem(
+        self,
+        path: PathKey,
+        message: str,
+        *,
+        key: bool = False,
+        got: Any = None,
+        has_got: bool = False,
+    ) -> None:
+        self.problems.append(
+            Problem(self.doc.where(path, key=key), path_text(path), message, got, has_got)
+        )
+
+    def run(self) -> LoadedConfig:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            raise ConfigError(
+                [
+                    Problem(
+                        self.doc.where(()),
+                        "(top level)",
+                        "the line file must be a mapping",
+                        data,
+                        True,
+                    )
+                ]
+            )
+        self._merge_profiles(data)
+        config: LineConfig | None = None
+        try:
+            config = LineConfig.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                self._validation_problem(data, err)
+        self._cross_references(data)
+        if self.problems:
+            self.problems.sort(
+                key=lambda p: (p.mark.file != str(self.path), p.mark.file, p.mark.line, p.mark.col)
+            )
+            raise ConfigError(self.problems)
+        assert config is not None
+        config = self._resolve_paths(config)
+        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        return LoadedConfig(config, self.path, digest, self.profiles)
+
+    # profiles
+
+    def _merge_profiles(self, data: dict[str, Any]) -> None:
+        devices = data.get("devices")
+        if not isinstance(devices, list):
+            return
+        dirs = profile_search_path(self.config_dir, data.get("profile_dirs") or [])
+        for i, entry in enumerate(devices):
+            if not isinstance(entry, dict) or not isinstance(entry.get("profile"), str):
+                continue
+            name = entry["profile"]
+            found = find_profile(name, self.config_dir, dirs)
+            if found is None:
+                hint = _suggest(name, available_profiles(dirs))
+                self.problem(
+                    ("devices", i, "profile"),
+                    f"no such device profile{hint}",
+                    got=name,
+                    has_got=True,
+                )
+                self.bad_profiles.add(("devices", i))
+                continue
+            merged = self._apply_profile(("devices", i), entry, found)
+            if merged is not None:
+                devices[i] = merged
+                if isinstance(entry.get("id"), str):
+                    self.profiles[entry["id"]] = found
+
+    def _apply_profile(
+        self, at: PathKey, entry: dict[str, Any], profile_path: Path
+    ) -> dict[str, Any] | None:
+        shown = display_path(profile_path, self.config_dir)
+        try:
+            prof = yamlpos.load(profile_path, shown)
+        except YamlProblem as exc:
+            self.problems.append(Problem(exc.mark, "(profile)", exc.problem))
+            return None
+        pdata = prof.data
+        if not isinstance(pdata, dict) or not isinstance(pdata.get("settings", {}), dict):
+            self.problems.append(
+                Problem(
+                    prof.where(()), "(profile)", "a profile is a mapping with a `settings` mapping"
+                )
+            )
+            return None
+        for key in pdata:
+            if key not in PROFILE_HEADER:
+                self.problems.append(
+                    Problem(
+                        prof.where((key,), key=True),
+                        str(key),
+                        "unknown profile key" + _suggest(str(key), PROFILE_HEADER),
+                    )
+                )
+        settings: dict[str, Any] = dict(pdata.get("settings") or {})
+        if "kind" in pdata:
+            settings["kind"] = pdata["kind"]
+            if "kind" in entry and entry["kind"] != pdata["kind"]:
+                self.problem(
+                    (*at, "kind"),
+                    f"contradicts the profile's kind {pdata['kind']!r}",
+                    got=entry["kind"],
+                    has_got=True,
+                )
+        # Marks of profile values, re-rooted under the device entry, unless the entry has them.
+        for ppath, where in prof.marks.items():
+            if ppath[:1] == ("settings",) and len(ppath) > 1:
+                target = (*at, *ppath[1:])
+            elif ppath == ("kind",):
+                target = (*at, "kind")
+            else:
+                continue
+            if target not in self.doc.marks:
+                self.doc.marks[target] = where
+        return _deep_merge(settings, entry)
+
+    # validation errors
+
+    def _validation_problem(self, data: Any, err: Any) -> None:
+        path = _data_path(data, tuple(err["loc"]))
+        etype, msg = err["type"], err["msg"]
+        if etype == "extra_forbidden":
+            allowed = _fields_at(data, path[:-1])
+            hint = _suggest(str(path[-1]), allowed)
+            self.problem(path, "unknown field" + hint, key=True, got=err["input"], has_got=True)
+            return
+        if etype == "missing":
+            self.problems.append(
+                Problem(
+                    self.doc.where(path[:-1], key=True),
+                    path_text(path),
+                    "required field is missing",
+                )
+            )
+            return
+        if etype == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
+            self.problem(
+                path,
+                "ids are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                got=err["input"],
+                has_got=True,
+            )
+            return
+        if etype == "union_tag_invalid":
+            kinds = ", ".join(sorted(DEVICE_MODELS))
+            self.problem(
+                (*path, "kind"),
+                f"unknown device kind; expected one of {kinds}",
+                got=err["input"].get("kind") if isinstance(err["input"], dict) else None,
+                has_got=True,
+            )
+            return
+        if etype == "union_tag_not_found":
+            if path[:2] not in self.bad_profiles:  # already reported: the profile is missing
+                self.problem(
+                    path, "device has no `kind` (give `kind`, or a `profile` that sets it)"
+                )
+            return
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif msg.startswith("Assertion failed, "):
+            msg = msg[len("Assertion failed, ") :]
+        msg = msg[:1].lower() + msg[1:]
+        value = err.get("input")
+        self.problem(path, msg, got=value, has_got=not isinstance(value, dict))
+
+    # cross references
+
+    def _cross_references(self, data: dict[str, Any]) -> None:
+        """Ids and references, checked on the raw data so that they are reported together with
+        the schema problems (entries too broken to have an id are skipped here)."""
+        devices = _entries(data.get("devices"))
+        kinds: dict[str, Any] = {}
+        marks: dict[str, Mark] = {}
+        for i, dev in devices:
+            self._unique("devices", i, dev, marks, "device")
+            if isinstance(dev.get("id"), str):
+                kinds.setdefault(dev["id"], dev.get("kind"))
+        device_ids = [k for k in kinds if isinstance(k, str)]
+        stations: dict[str, Mark] = {}
+        used_by: dict[str, str] = {}
+        for s, st in _entries(data.get("stations")):
+            self._unique("stations", s, st, stations, "station")
+            identity = st.get("identity")
+            sources = identity.get("sources") if isinstance(identity, dict) else None
+            for j, src in enumerate(sources if isinstance(sources, list) else []):
+                at = ("stations", s, "identity", "sources", j)
+                if not isinstance(src, str):
+                    continue
+                if src not in kinds:
+                    self.problem(
+                        at,
+                        "no device with this id" + _suggest(src, device_ids),
+                        got=src,
+                        has_got=True,
+                    )
+                elif kinds[src] in DEVICE_MODELS and kinds[src] not in SCANNER_KINDS:
+                    self.problem(
+                        at, f"a {kinds[src]} device cannot identify units", got=src, has_got=True
+                    )
+                elif src in used_by and used_by[src] != st.get("id"):
+                    self.problem(
+                        at,
+                        f"device already identifies units at station "
+                        f"{used_by[src]!r}; a device serves one station",
+                        got=src,
+                        has_got=True,
+                    )
+                else:
+                    used_by[src] = str(st.get("id"))
+
+    def _unique(
+        self, section: str, i: int, entry: dict[str, Any], seen: dict[str, Mark], what: str
+    ) -> None:
+        ident = entry.get("id")
+        if not isinstance(ident, str):
+            return
+        if ident in seen:
+            first = seen[ident]
+            self.problem(
+                (section, i, "id"),
+                f"duplicate {what} id (first at line {first.line})",
+                got=ident,
+                has_got=True,
+            )
+        else:
+            seen[ident] = self.doc.where((section, i, "id"))
+
+    # paths relative to the line file
+
+    def _resolve_paths(self, config: LineConfig) -> LineConfig:
+        base = self.config_dir
+
+        def rel(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else base / p)
+
+        journal = config.journal.model_copy(update={"path": rel(config.journal.path)})
+        mqtt: MqttConfig = config.mqtt
+        tls: TlsConfig | None = mqtt.tls
+        if tls is not None:
+            tls = tls.model_copy(
+                update={
+                    "ca_file": rel(tls.ca_file),
+                    "cert_file": rel(tls.cert_file),
+                    "key_file": rel(tls.key_file),
+                }
+            )
+        pw = mqtt.password_file
+        if pw is not None and not pw.is_absolute():
+            # systemd LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY.
+            cred = os.environ.get("CREDENTIALS_DIRECTORY")
+            pw = Path(cred) / pw if cred else base / pw
+        mqtt = mqtt.model_copy(update={"tls": tls, "password_file": pw})
+        return config.model_copy(update={"journal": journal, "mqtt": mqtt})
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _entries(section: Any) -> list[tuple[int, dict[str, Any]]]:
+    return (
+        [(i, e) for i, e in enumerate(section) if isinstance(e, dict)]
+        if isinstance(section, list)
+        else []
+    )
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> PathKey:
+    """Pydantic's error location, minus the union tags it inserts (`devices.0.tcp_scanner.port`
+    is `devices[0].port` in the file)."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _fields_at(data: Any, path: PathKey) -> list[str]:
+    """Field names of the model that validates the mapping at `path` (for suggestions)."""
+    model: Any = LineConfig
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        node = node.get(part) if isinstance(node, dict) else None
+        ann = model.model_fields[part].annotation if model is not None else None
+        model = _model_of(ann, node)
+    if model is None:
+        return []
+    return list(model.model_fields)
+
+
+def _model_of(annotation: Any, node: Any) -> type[BaseModel] | None:
+    for t in _flatten(annotation):
+        if t is DeviceConfig or (isinstance(t, type) and t.__name__ == "DeviceConfig"):
+            continue
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            kind_field = t.model_fields.get("kind")
+            if kind_field is None:
+                return t
+            if isinstance(node, dict) and t is DEVICE_MODELS.get(node.get("kind", "")):
+                return t
+    return None
+
+
+def _flatten(annotation: Any) -> Iterator[Any]:
+    args = getattr(annotation, "__args__", None)
+    meta = getattr(annotation, "__metadata__", None)
+    if meta is not None:  # Annotated[...]
+        yield from _flatten(annotation.__origin__)
+    elif args:
+        for a in args:
+            yield from _flatten(a)
+    else:
+        yield annotation
+
+
+def validate_profile(path: Path) -> list[Problem]:
+    """Check a profile file on its own, the way a line would use it: a line with one device
+    entry made of the profile's `example` (the settings a line file adds, e.g. host and port)."""
+    try:
+        prof = yamlpos.load(path, display_path(path, path.parent))
+    except YamlProblem as exc:
+        return [Problem(exc.mark, "(profile)", exc.problem)]
+    data = prof.data
+    problems: list[Problem] = []
+    for key in ("vendor", "model", "description", "kind"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), str) or not data[key]:
+            problems.append(Problem(prof.where(()), key, "required text field is missing"))
+    example = data.get("example", {}) if isinstance(data, dict) else {}
+    if not isinstance(example, dict):
+        return [*problems, Problem(prof.where(("example",)), "example", "must be a mapping")]
+    line = {
+        "gateway": {"id": "probe", "site": "probe", "line": "probe"},
+        "devices": [{"id": "probe", "profile": str(path.resolve()), **example}],
+    }
+    loader = _Loader(path, Located(line, {(): Where(None, Mark(str(path), 1, 1))}))
+    try:
+        loader.run()
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    return problems

@@ -1,0 +1,423 @@
+"""The line file, as pydantic models: the configuration contract of the gateway.
+
+Every field has a description (it feeds docs/configuration.md and the JSON Schema that
+`tracegate schema` prints), units are in field names, unknown keys are errors. Device entries are
+a union discriminated by `kind`; a device entry is merged over its profile's defaults before it is
+validated (gateway.config.loader).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Names that end up in MQTT topics, file names and log events: no wildcards, no separators.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
+
+
+# --- gateway -----------------------------------------------------------------------------------
+
+
+class GatewayConfig(Model):
+    id: Id = Field(
+        description="Identity of this gateway: MQTT client id, status topic, `gateway` "
+        "field of every event. Unique in the plant."
+    )
+    site: Id = Field(description="Plant or site name; part of the default topic prefix.")
+    line: Id = Field(description="Production line this gateway serves; part of every event topic.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level of log events written to stdout."
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json",
+        description="`json`: one JSON object a line (for journald). `console`: coloured "
+        "text for a terminal.",
+    )
+
+
+# --- MQTT --------------------------------------------------------------------------------------
+
+
+class TlsConfig(Model):
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the broker's "
+        "certificate. Empty: the system trust store.",
+    )
+    cert_file: Path | None = Field(None, description="PEM client certificate, for mutual TLS.")
+    key_file: Path | None = Field(None, description="PEM private key of `cert_file`.")
+    verify_hostname: bool = Field(
+        True,
+        description="Check that the broker's certificate names "
+        "`mqtt.host`. Turn off only for test brokers.",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
+class MqttConfig(Model):
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port (8883 is usual for TLS).")
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64, description="MQTT client id. Default: the gateway id."
+    )
+    topic_prefix: str = Field(
+        "tracegate/{site}",
+        min_length=1,
+        description="Prefix of every topic. `{site}`, `{line}` and `{gateway}` are replaced.",
+    )
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="MQTT keepalive. A dead connection "
+        "is noticed within 1.5 times this; nothing is lost meanwhile, since "
+        "rows leave the journal only on PUBACK.",
+    )
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Time allowed for TCP, TLS and CONNACK before the attempt counts as failed.",
+    )
+    inflight_max: int = Field(
+        50,
+        ge=1,
+        le=65535,
+        description="Most QoS 1 messages awaiting PUBACK "
+        "at once. Lowered to the broker's Receive Maximum (MQTT 5) when that "
+        "is smaller.",
+    )
+    replay_threshold_events: int = Field(
+        10_000,
+        ge=0,
+        description="Backlog size, found at connect, above which live events are "
+        "published ahead of the backlog (two lanes, see docs/architecture.md). Below it, events "
+        "leave strictly in `seq` order. 0: always two lanes.",
+    )
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
+    backoff_max_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Reconnect delay cap; delays double up to it, with +-25 % jitter.",
+    )
+    username: str | None = Field(None, min_length=1, description="MQTT user name.")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the MQTT password (first "
+        "line). Works with systemd `LoadCredential=`.",
+    )
+    password_env: str | None = Field(
+        None,
+        min_length=1,
+        description="Name of the environment variable holding the MQTT password.",
+    )
+    tls: TlsConfig | None = Field(None, description="TLS to the broker. Absent: plain TCP.")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give the password either by password_file or by password_env")
+        if (self.password_file or self.password_env) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+
+# --- journal -----------------------------------------------------------------------------------
+
+
+class JournalConfig(Model):
+    path: Path = Field(
+        Path("/var/lib/tracegate/journal.db"),
+        description="SQLite file of the "
+        "durable outbox. A relative path is relative to the line file.",
+    )
+    max_rows: int = Field(
+        5_000_000,
+        ge=10,
+        description="Quota: most events held (unsent). When "
+        "reached, new events wait (back-pressure) and what devices produce "
+        "meanwhile is counted and reported by a `gap` event.",
+    )
+    max_mib: int = Field(2048, ge=1, description="Quota: most MiB of event payload held.")
+    warn_at_percent: int = Field(
+        80,
+        ge=1,
+        le=100,
+        description="Log `outbox_high` when the outbox passes this share of either quota.",
+    )
+    max_file_mib: int | None = Field(
+        None,
+        ge=1,
+        description="Hard cap on the database file, "
+        "enforced by SQLite. Beyond it writes fail as on a full "
+        "disk: events wait, nothing is lost. Empty: no cap (the "
+        "quotas above still apply).",
+    )
+    commit_max_events: int = Field(
+        4096,
+        ge=1,
+        le=100_000,
+        description="Most events per "
+        "transaction (group commit takes whatever is waiting, up to "
+        "this).",
+    )
+
+
+# --- supervision -------------------------------------------------------------------------------
+
+
+class SupervisionConfig(Model):
+    backoff_initial_s: float = Field(
+        0.5, gt=0, le=60, description="First delay before a device is reconnected after a failure."
+    )
+    backoff_max_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Reconnect delay cap for devices; delays double up to it, with +-25 % jitter.",
+    )
+    queue_size: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="Observations held between "
+        "devices and the binder. What does not fit is counted and reported "
+        "by a `gap` event, never dropped silently.",
+    )
+    stop_timeout_s: float = Field(
+        1.5,
+        gt=0,
+        le=60,
+        description="On SIGTERM, time allowed to commit what is in flight before exiting.",
+    )
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+
+class DeviceBase(Model):
+    id: Id = Field(
+        description="Your name for this device; referenced by stations, shown in "
+        "events (`source`) and logs."
+    )
+    profile: str | None = Field(
+        None,
+        description="Device profile whose settings this entry "
+        "extends: a name under device_profiles/ such as "
+        "`scanners/cognex-dataman-370`, or a path to a YAML file.",
+    )
+    enabled: bool = Field(True, description="A disabled device is validated but not started.")
+    description: str = Field("", description="Free text for people.")
+
+
+class ScannerFraming(Model):
+    terminator: Literal["cr", "lf", "crlf", "any"] = Field(
+        "any",
+        description="What ends a code: `cr`, `lf`, `crlf`, or `any` of them (empty codes "
+        "between CR and LF are ignored).",
+    )
+    max_code_bytes: int = Field(
+        1024,
+        ge=16,
+        le=65536,
+        description="Longer frames are discarded "
+        "and reported (rate-limited warning): a missing terminator or "
+        "noise, not a code.",
+    )
+    noread: list[str] = Field(
+        ["NOREAD"],
+        description="Exact texts the scanner sends when "
+        "triggered without a decode; each becomes a `noread` event.",
+    )
+
+    @field_validator("noread")
+    @classmethod
+    def _noread_texts(cls, v: list[str]) -> list[str]:
+        for text in v:
+            if not text or "\r" in text or "\n" in text:
+                raise ValueError(f"a NOREAD text is non-empty and has no CR or LF: {text!r}")
+            try:
+                text.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"a NOREAD text must be Latin-1: {text!r}") from None
+        return v
+
+
+class SerialScannerConfig(DeviceBase):
+    kind: Literal["serial_scanner"] = Field(
+        description="A scanner on a serial port: RS-232, "
+        "USB-CDC (virtual COM port), or a serial server."
+    )
+    port: str = Field(
+        min_length=1,
+        description="Device path (prefer the stable "
+        "`/dev/serial/by-id/...`) or a pyserial URL such as `socket://host:port`.",
+    )
+    baudrate: int = Field(9600, description="Line speed in baud.")
+    bytesize: Literal[7, 8] = Field(8, description="Data bits.")
+    parity: Literal["none", "even", "odd", "mark", "space"] = Field("none", description="Parity.")
+    stopbits: float = Field(1, description="Stop bits: 1, 1.5 or 2.")
+    rtscts: bool = Field(False, description="RTS/CTS hardware flow control.")
+    xonxoff: bool = Field(False, description="XON/XOFF software flow control.")
+    framing: ScannerFraming = Field(
+        default_factory=ScannerFraming, description="How codes are delimited on the line."
+    )
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("stop bits are 1, 1.5 or 2")
+        return v
+
+    @field_validator("baudrate")
+    @classmethod
+    def _standard_baud(cls, v: int) -> int:
+        if v not in STANDARD_BAUDRATES:
+            raise ValueError(
+                f"not a standard baud rate; use one of {', '.join(map(str, STANDARD_BAUDRATES))}"
+            )
+        return v
+
+
+STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+class TcpScannerConfig(DeviceBase):
+    kind: Literal["tcp_scanner"] = Field(
+        description="A fixed-mount scanner that is a TCP server "
+        "(Cognex, Keyence, Datalogic ...): the gateway connects "
+        "and reads framed codes."
+    )
+    host: str = Field(min_length=1, description="Scanner host name or address.")
+    port: int = Field(ge=1, le=65535, description="Scanner TCP port of its result channel.")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Time allowed for the TCP connection."
+    )
+    keepalive_s: int = Field(
+        10,
+        ge=1,
+        le=7200,
+        description="TCP keepalive idle time: a scanner "
+        "that vanished without closing is noticed about this plus 3 probes "
+        "of 2 s later. Scanners may rightly stay silent for hours.",
+    )
+    framing: ScannerFraming = Field(
+        default_factory=ScannerFraming, description="How codes are delimited on the stream."
+    )
+
+
+DeviceConfig = Annotated[SerialScannerConfig | TcpScannerConfig, Field(discriminator="kind")]
+
+SCANNER_KINDS = frozenset({"serial_scanner", "tcp_scanner"})
+
+
+# --- stations ----------------------------------------------------------------------------------
+
+Scheme = Literal["sgtin", "sscc", "lgtin", "gtin", "plain"]
+
+
+class IdentityConfig(Model):
+    sources: list[Id] = Field(
+        min_length=1,
+        description="Devices whose reads identify the unit "
+        "at this station (each device serves one station).",
+    )
+    schemes: list[Scheme] = Field(
+        ["sgtin", "sscc"],
+        min_length=1,
+        description="Identity schemes accepted here. "
+        "`sgtin`: GTIN + serial; `sscc`: logistic unit; `lgtin`: GTIN + lot; `gtin`: GTIN alone; "
+        "`plain`: a non-GS1 serial matched by `plain_pattern` (required with it). Codes of other "
+        "schemes are `rejected`.",
+    )
+    plain_pattern: str | None = Field(
+        None,
+        description="Regular expression a whole non-GS1 "
+        "code must match to count as a `plain` serial.",
+    )
+
+    @field_validator("plain_pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _plain_needs_pattern(self) -> IdentityConfig:
+        if "plain" in self.schemes and self.plain_pattern is None:
+            raise ValueError(
+                "accepting `plain` serials needs `plain_pattern`: the regular "
+                "expression your serials match"
+            )
+        return self
+
+
+class StationConfig(Model):
+    id: Id = Field(description="Station name: part of event topics and the `station` field.")
+    step: Id | None = Field(
+        None, description="Process step recorded at this station. Default: the station id."
+    )
+    identity: IdentityConfig = Field(
+        description="Where unit identities come from, and which are valid here."
+    )
+    work_order: str | None = Field(
+        None, min_length=1, description="Work order stamped on events until one is set by command."
+    )
+
+    @property
+    def step_name(self) -> str:
+        return self.step or self.id
+
+
+# --- the line file -----------------------------------------------------------------------------
+
+
+class LineConfig(Model):
+    gateway: GatewayConfig = Field(description="Who this gateway is.")
+    mqtt: MqttConfig = Field(
+        default_factory=MqttConfig, description="The plant broker events are forwarded to."
+    )
+    journal: JournalConfig = Field(
+        default_factory=JournalConfig, description="The durable local outbox."
+    )
+    supervision: SupervisionConfig = Field(
+        default_factory=SupervisionConfig,
+        description="Device reconnection and the queue between devices and binder.",
+    )
+    profile_dirs: list[Path] = Field(
+        [],
+        description="Directories searched for device profiles "
+        "before the bundled ones (relative to the line file).",
+    )
+    devices: list[DeviceConfig] = Field([], description="The devices this gateway reads.")
+    stations: list[StationConfig] = Field(
+        [], description="The stations of the line and what binds their events."
+    )
+
+    def topic_prefix(self) -> str:
+        g = self.gateway
+        return self.mqtt.topic_prefix.format(site=g.site, line=g.line, gateway=g.id)
