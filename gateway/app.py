@@ -1,0 +1,288 @@
+"""The composition root: builds every part from the configuration and runs them under one
+TaskGroup. Only this module knows every part.
+
+Start: open the journal (integrity check), start binder, forwarder and devices, then READY=1.
+Stop (SIGTERM/SIGINT): STOPPING=1; devices stop first, what they delivered is bound and
+committed, then the forwarder says goodbye and the journal closes; within
+`supervision.stop_timeout_s`. Reload (SIGHUP): the new file is validated first; a bad one is
+refused and logged, the old configuration keeps running. Otherwise only devices whose
+configuration changed are restarted; the journal is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.binding import Binder
+from gateway.config import ConfigError, LoadedConfig, load_line
+from gateway.config.models import DeviceBase, LineConfig
+from gateway.devices import REGISTRY
+from gateway.events import EventContext
+from gateway.forward.mqtt import Forwarder
+from gateway.journal import Journal
+from gateway.log import get_logger
+from gateway.pipeline import BinderLoop, ObservationQueue
+from gateway.supervise import Backoff, supervise_device
+from gateway.systemd import Notifier
+
+log = get_logger(__name__)
+
+STUCK_AFTER_S = 20.0  # a commit or connect in flight longer than this stops the watchdog
+
+
+def event_context(loaded: LoadedConfig) -> EventContext:
+    g = loaded.config.gateway
+    return EventContext(gateway=g.id, line=g.line, config_hash=loaded.config_hash)
+
+
+class Gateway:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        notifier: Notifier | None = None,
+        loader: Callable[[Path], LoadedConfig] = load_line,
+    ) -> None:
+        self.loaded = loaded
+        self.notifier = notifier or Notifier.from_environment()
+        self._loader = loader
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._device_states: dict[str, str] = {}
+        self.journal: Journal | None = None
+        self.forwarder: Forwarder | None = None
+        self.binder_loop: BinderLoop | None = None
+        self.started = time.monotonic()
+        self.ready_after_s: float | None = None
+
+    @property
+    def config(self) -> LineConfig:
+        return self.loaded.config
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # --- run ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        for sig, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self.request_reload),
+        ):
+            loop.add_signal_handler(sig, handler)
+        log.info(
+            "gateway_starting",
+            gateway=cfg.gateway.id,
+            line=cfg.gateway.line,
+            config=self.loaded.config_hash,
+            source=str(self.loaded.source),
+        )
+        jc = cfg.journal
+        journal = self.journal = await Journal.open(
+            jc.path,
+            event_context(self.loaded),
+            max_rows=jc.max_rows,
+            max_bytes=jc.max_mib * 1024 * 1024,
+            warn_at_percent=jc.warn_at_percent,
+            commit_max_events=jc.commit_max_events,
+            max_file_pages=None if jc.max_file_mib is None else jc.max_file_mib * 256,
+        )
+        try:
+            await self._run_with(journal)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await journal.close()
+            if self.forwarder is not None:
+                self.forwarder.close()
+            self.notifier.close()
+            log.info("gateway_stopped")
+
+    async def _run_with(self, journal: Journal) -> None:
+        cfg = self.config
+        queue = ObservationQueue(cfg.supervision.queue_size)
+        self.binder_loop = BinderLoop(queue, Binder(cfg), journal)
+        async with asyncio.TaskGroup() as tg:
+            core = [
+                tg.create_task(journal.run(), name="journal"),
+                tg.create_task(self.binder_loop.run(), name="binder"),
+            ]
+            self._start_forwarder(tg)
+            for dev in cfg.devices:
+                self._start_device(tg, dev)
+            watchdog = tg.create_task(self._watchdog(), name="watchdog")
+            reloader = tg.create_task(self._reloads(tg), name="reload")
+            self.ready_after_s = time.monotonic() - self.started
+            self.notifier.ready(self._status_line())
+            log.info(
+                "gateway_ready",
+                devices=len(cfg.devices),
+                stations=len(cfg.stations),
+                ready_after_s=round(self.ready_after_s, 3),
+            )
+            await self._stop.wait()
+            self.notifier.stopping("stopping: committing what is in flight")
+            log.info("gateway_stopping")
+            reloader.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(cfg.supervision.stop_timeout_s):
+                    await self._stop_devices(list(self._device_tasks))
+                    await self.binder_loop.drain()
+            for t in (*core, watchdog, self._fwd_task):
+                t.cancel()
+
+    def _start_forwarder(self, tg: asyncio.TaskGroup) -> None:
+        cfg = self.config
+        assert self.journal is not None
+        self.forwarder = Forwarder(
+            cfg.mqtt,
+            self.journal,
+            gateway_id=cfg.gateway.id,
+            topic_prefix=cfg.topic_prefix(),
+            line=cfg.gateway.line,
+        )
+        for dev, state in self._device_states.items():
+            self.forwarder.set_device_status(dev, state, "")
+        self._fwd_task = tg.create_task(self.forwarder.run(), name="forwarder")
+
+    def _start_device(self, tg: asyncio.TaskGroup, dev: DeviceBase) -> None:
+        if not dev.enabled:
+            log.info("device_disabled", device=dev.id)
+            return
+        assert self.binder_loop is not None
+        sup = self.config.supervision
+        adapter = REGISTRY[dev.kind](dev)  # type: ignore[attr-defined]
+        self._device_tasks[dev.id] = tg.create_task(
+            supervise_device(
+                dev.id,
+                adapter,
+                emit=self.binder_loop.queue.put,
+                backoff=Backoff(sup.backoff_initial_s, sup.backoff_max_s),
+                on_state=self._on_device_state,
+            ),
+            name=f"device:{dev.id}",
+        )
+
+    def _on_device_state(self, device: str, state: str, detail: str) -> None:
+        self._device_states[device] = state
+        if self.forwarder is not None:
+            self.forwarder.set_device_status(device, state, detail)
+
+    async def _stop_devices(self, ids: list[str]) -> None:
+        tasks = [self._device_tasks.pop(i) for i in ids if i in self._device_tasks]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for i in ids:
+            self._device_states.pop(i, None)
+
+    # --- reload ------------------------------------------------------------------------------
+
+    async def _reloads(self, tg: asyncio.TaskGroup) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.notifier.reloading()
+            await self._apply_reload(tg)
+            self.notifier.ready(self._status_line())
+
+    async def _apply_reload(self, tg: asyncio.TaskGroup) -> None:
+        try:
+            new = self._loader(self.loaded.source)
+        except ConfigError as exc:
+            log.error(
+                "config_reload_refused",
+                source=str(self.loaded.source),
+                problems=[str(p) for p in exc.problems],
+                keeping=self.loaded.config_hash,
+            )
+            return
+        old = self.config
+        if new.config_hash == self.loaded.config_hash:
+            log.info("config_reload_unchanged", config=new.config_hash)
+            return
+        cfg = new.config
+        if cfg.gateway != old.gateway or cfg.journal != old.journal:
+            log.warning(
+                "config_reload_partial",
+                config=new.config_hash,
+                note="gateway and journal settings apply at the next restart",
+            )
+            cfg = cfg.model_copy(update={"gateway": old.gateway, "journal": old.journal})
+            new = LoadedConfig(cfg, new.source, new.config_hash, new.profiles)
+        old_devices = {d.id: d for d in old.devices}
+        new_devices = {d.id: d for d in cfg.devices}
+        changed = [i for i, d in old_devices.items() if new_devices.get(i) != d]
+        await self._stop_devices(changed)
+        self.loaded = new
+        assert self.journal is not None and self.binder_loop is not None
+        self.journal.ctx = event_context(new)
+        self.binder_loop.binder = Binder(cfg)
+        if cfg.mqtt != old.mqtt and self.forwarder is not None:
+            self._fwd_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fwd_task
+            self.forwarder.close()
+            self._start_forwarder(tg)
+        started = [i for i, d in new_devices.items() if old_devices.get(i) != d]
+        for i in started:
+            self._start_device(tg, new_devices[i])
+        log.info(
+            "config_reloaded",
+            config=new.config_hash,
+            restarted=sorted(set(changed) & set(started)),
+            stopped=sorted(set(changed) - set(started)),
+            started=sorted(set(started) - set(changed)),
+            mqtt_restarted=cfg.mqtt != old.mqtt,
+        )
+
+    # --- watchdog and status -----------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """The pipelines make progress: no commit and no broker connect stuck in flight. A
+        broker that is down is not a fault here (the journal holds everything meanwhile)."""
+        now = time.monotonic()
+        for part in (self.journal, self.forwarder):
+            busy = getattr(part, "busy_since", None)
+            if busy is not None and now - busy > STUCK_AFTER_S:
+                return False
+        return True
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s or 5.0
+        stuck_logged = False
+        while True:
+            await asyncio.sleep(min(interval, 5.0))
+            if self.healthy():
+                self.notifier.watchdog()
+                stuck_logged = False
+            elif not stuck_logged:
+                log.error("pipeline_stuck", note="watchdog pings withheld; systemd will restart")
+                stuck_logged = True
+            self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        parts = []
+        fwd = self.forwarder
+        parts.append("broker connected" if fwd and fwd.stats.connected else "broker DOWN")
+        if self.journal is not None:
+            st = self.journal.stats()
+            pct = max(st.rows * 100 // max(st.max_rows, 1), st.bytes * 100 // max(st.max_bytes, 1))
+            parts.append(f"outbox {st.rows} ({pct}%{' FULL' if st.full else ''})")
+            parts.append(f"seq {st.next_seq - 1}")
+        up = sum(1 for s in self._device_states.values() if s == "connected")
+        parts.append(f"devices {up}/{len(self._device_tasks)} up")
+        return ", ".join(parts)

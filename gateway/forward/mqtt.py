@@ -1,0 +1,465 @@
+"""The forwarder: drains the journal to the plant's MQTT broker, QoS 1, oldest first.
+
+paho-mqtt is driven by the asyncio loop (no paho thread): its socket is registered with
+`add_reader`/`add_writer` and `loop_read`/`loop_write`/`loop_misc` are called from the loop, so
+every paho callback runs on the loop thread. paho's own reconnect is not used; each connection
+attempt gets a fresh paho client, so no message paho kept in RAM from an earlier connection is
+ever re-sent behind our back: what is unacknowledged is re-read from the journal instead.
+
+Delivery: a row is acknowledged to the journal (and so deleted) only on a successful PUBACK. At
+most `window` messages are in flight (<= the broker's Receive Maximum). At connect, a backlog
+larger than `replay_threshold_events` is split into two lanes: live events (committed after the
+connect) go first, the backlog fills the rest of the window; each lane keeps seq order (see
+docs/architecture.md, "Replay without starving live events").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config.models import MqttConfig
+from gateway.journal import Journal, Row
+from gateway.log import Throttle, get_logger
+from gateway.supervise import Backoff
+
+log = get_logger(__name__)
+
+READ_BATCH = 512
+
+
+class BrokerUnavailable(Exception):
+    """Connecting failed or the connection was lost; retry with backoff."""
+
+
+@dataclass
+class Lane:
+    """A seq range drained in order: (cursor, until]; `until` None means open-ended (live)."""
+
+    name: str
+    cursor: int
+    until: int | None
+
+
+@dataclass
+class ForwarderStats:
+    connected: bool = False
+    published: int = 0
+    acked: int = 0
+    refused: int = 0
+    reconnects: int = 0
+    inflight: int = 0
+    window: int = 0
+    lanes: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+
+class _Session:
+    """One paho client on one connection, bridged to the loop."""
+
+    def __init__(
+        self, fwd: Forwarder, client: paho.Client, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.fwd = fwd
+        self.client = client
+        self.loop = loop
+        self.connack: asyncio.Future[tuple[ReasonCode, Properties | None]] = loop.create_future()
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.inflight: dict[int, tuple[int, int]] = {}  # mid -> (seq, payload size)
+        self.status_mids: set[int] = set()
+        self.sock: Any = None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    # Socket callbacks. on_socket_open comes from the executor thread that runs the blocking
+    # connect(); the others from the loop thread. All hop onto the loop to touch it.
+    def _threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._add_reader, sock)
+
+    def _add_reader(self, sock: Any) -> None:
+        self.sock = sock
+        self.loop.add_reader(sock, self._readable)
+        if self.client.want_write():
+            self.loop.add_writer(sock, self._writable)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._remove, sock)
+
+    def _remove(self, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.add_writer(sock, self._writable)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            self.loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        rc = self.client.loop_read()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._lost(f"read failed: {paho.error_string(rc)}")
+
+    def _writable(self) -> None:
+        rc = self.client.loop_write()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._lost(f"write failed: {paho.error_string(rc)}")
+
+    def _lost(self, why: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(why)
+        self.fwd._kick.set()
+
+    # MQTT callbacks (loop thread).
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if not self.connack.done():
+            self.connack.set_result((rc, props))
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self._lost(f"disconnected: {rc}")
+        if not self.connack.done():
+            self.connack.set_exception(BrokerUnavailable(f"connection closed before CONNACK: {rc}"))
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        if mid in self.status_mids:
+            self.status_mids.discard(mid)
+            return
+        entry = self.inflight.pop(mid, None)
+        if entry is None:
+            return
+        fwd = self.fwd
+        if rc.is_failure:
+            # MQTT 5 PUBACK with an error (not authorized, quota ...): the broker did not take
+            # it. Keep the row; it is sent again on the next connection.
+            fwd.stats.refused += 1
+            fwd._refused.hit(seq=entry[0], reason=str(rc))
+        else:
+            fwd.stats.acked += 1
+            fwd.journal.ack((entry,))
+        fwd._kick.set()
+
+
+class Forwarder:
+    """Owns the broker connection. `run()` until cancelled; `close()` says goodbye cleanly."""
+
+    def __init__(
+        self, config: MqttConfig, journal: Journal, *, gateway_id: str, topic_prefix: str, line: str
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.gateway_id = gateway_id
+        self.client_id = config.client_id or gateway_id
+        self.prefix = topic_prefix
+        self.event_base = f"{topic_prefix}/{line}/"
+        self.status_topic = f"{topic_prefix}/gateway/{gateway_id}/status"
+        self.stats = ForwarderStats()
+        self._kick = asyncio.Event()
+        self._topics: dict[tuple[str, str], str] = {}
+        self._session: _Session | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mqtt-connect")
+        self._device_status: dict[str, bytes] = {}
+        self._status_dirty: set[str] = set()
+        self._refused = Throttle(log, "publish_refused")
+        self._down = Throttle(log, "broker_unavailable")
+        self.busy_since: float | None = None
+        journal.add_listener(self._kick.set)
+
+    # --- status (retained, latest value only) ------------------------------------------------
+
+    def set_device_status(self, device_id: str, state: str, detail: str) -> None:
+        doc = {
+            "device": device_id,
+            "state": state,
+            "detail": detail,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self._device_status[device_id] = json.dumps(doc).encode()
+        self._status_dirty.add(device_id)
+        self._kick.set()
+
+    def _flush_status(self, s: _Session) -> None:
+        for dev in sorted(self._status_dirty):
+            info = s.client.publish(
+                f"{self.status_topic}/devices/{dev}", self._device_status[dev], qos=1, retain=True
+            )
+            s.status_mids.add(info.mid)
+        self._status_dirty.clear()
+
+    # --- the connection loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        while True:
+            try:
+                await self._connected_session(backoff)
+            except BrokerUnavailable as exc:
+                self.stats.last_error = str(exc)
+                delay = backoff.next()
+                self._down.hit(
+                    error=str(exc),
+                    host=self.config.host,
+                    port=self.config.port,
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def _connected_session(self, backoff: Backoff) -> None:
+        s = await self._connect()
+        self._session = s
+        self.stats.connected = True
+        self._down.clear()
+        log.info(
+            "broker_connected",
+            host=self.config.host,
+            port=self.config.port,
+            window=self.stats.window,
+        )
+        self._status_dirty.update(self._device_status)
+        started = time.monotonic()
+        try:
+            await self._pump(s)
+        except asyncio.CancelledError:
+            self._goodbye(s)
+            raise
+        finally:
+            self.stats.connected = False
+            self.stats.inflight = 0
+            self._session = None
+            why = s.closed.result() if s.closed.done() else "stopped"
+            self._teardown(s)
+            if time.monotonic() - started > 10:
+                backoff.reset()
+        log.warning("broker_disconnected", reason=why, host=self.config.host)
+        raise BrokerUnavailable(why)
+
+    def _new_client(self) -> paho.Client:
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = cfg.connect_timeout_s
+        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, self._password())
+        if cfg.tls is not None:
+            ctx = ssl.create_default_context(
+                cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None
+            )
+            if cfg.tls.cert_file is not None and cfg.tls.key_file is not None:
+                ctx.load_cert_chain(str(cfg.tls.cert_file), str(cfg.tls.key_file))
+            ctx.check_hostname = cfg.tls.verify_hostname
+            client.tls_set_context(ctx)
+        # paho's own in-flight limit; our window (see _pump) never exceeds it.
+        client.max_inflight_messages_set(cfg.inflight_max)
+        client.max_queued_messages_set(0)
+        return client
+
+    def _password(self) -> str | None:
+        cfg = self.config
+        if cfg.password_file is not None:
+            try:
+                lines = cfg.password_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise BrokerUnavailable(
+                    f"cannot read mqtt.password_file {cfg.password_file}: {exc.strerror}"
+                ) from None
+            if not lines or not lines[0]:
+                # Also what systemd's SetCredential= fallback gives when the credential file
+                # is missing: refuse rather than try an empty password.
+                raise BrokerUnavailable(f"mqtt.password_file {cfg.password_file} is empty")
+            return lines[0]
+        if cfg.password_env is not None:
+            value = os.environ.get(cfg.password_env)
+            if value is None:
+                raise BrokerUnavailable(
+                    f"environment variable {cfg.password_env} (mqtt.password_env) is not set"
+                )
+            return value
+        return None
+
+    async def _connect(self) -> _Session:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        try:
+            client = self._new_client()
+        except (ssl.SSLError, OSError) as exc:
+            raise BrokerUnavailable(f"TLS setup failed: {exc}") from None
+        s = _Session(self, client, loop)
+        self.busy_since = time.monotonic()
+        try:
+            connect = loop.run_in_executor(self._executor, self._blocking_connect, client)
+            async with asyncio.timeout(cfg.connect_timeout_s + 1):
+                await connect
+                rc, props = await s.connack
+        except (OSError, ssl.SSLError, TimeoutError, paho.WebsocketConnectionError) as exc:
+            self._teardown(s)
+            raise BrokerUnavailable(
+                f"cannot connect to {cfg.host}:{cfg.port}: {exc or type(exc).__name__}"
+            ) from None
+        except BaseException:
+            self._teardown(s)
+            raise
+        finally:
+            self.busy_since = None
+        if rc.is_failure:
+            self._teardown(s)
+            raise BrokerUnavailable(f"broker refused the connection: {rc}")
+        receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        # paho ignores Receive Maximum and refuses to change its own limit once connected
+        # (RuntimeError): it stays at inflight_max, and our window, never above it, is the bound.
+        self.stats.window = min(cfg.inflight_max, receive_max or cfg.inflight_max)
+        info = client.publish(self.status_topic, b"online", qos=1, retain=True)
+        s.status_mids.add(info.mid)
+        return s
+
+    def _blocking_connect(self, client: paho.Client) -> None:
+        cfg = self.config
+        client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        # TCP keepalive as a second line of defence under the MQTT keepalive.
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def _teardown(self, s: _Session) -> None:
+        if s.sock is not None:
+            s._remove(s.sock)
+        s.client.on_socket_close = None
+        s.client.on_disconnect = None
+        with contextlib.suppress(Exception):  # paho may raise anything on a dead socket
+            s.client._sock_close()
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def _plan_lanes(self) -> list[Lane]:
+        first = await self.journal.first_undelivered()
+        top = self.journal.committed_seq
+        backlog = top - first + 1
+        if backlog > self.config.replay_threshold_events:
+            log.info("replay_started", backlog=backlog, first_seq=first, last_seq=top)
+            return [Lane("live", top, None), Lane("backlog", first - 1, top)]
+        return [Lane("live", first - 1, None)]
+
+    async def _pump(self, s: _Session) -> None:
+        lanes = await self._plan_lanes()
+        misc = time.monotonic()
+        while not s.closed.done():
+            self._kick.clear()
+            if self._status_dirty:
+                self._flush_status(s)
+            free = self.stats.window - len(s.inflight)
+            while free > 0:
+                rows = await self._take(lanes, min(free, READ_BATCH))
+                if not rows or s.closed.done():
+                    break
+                self._publish(s, rows)
+                free -= len(rows)
+            self.stats.inflight = len(s.inflight)
+            self.stats.lanes = [lane.name for lane in lanes]
+            now = time.monotonic()
+            if now - misc >= 1.0:  # keepalive pings and their timeout (we own paho's loop)
+                misc = now
+                if s.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    s._lost("keepalive timeout")
+                    break
+            if self._kick.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._kick.wait()
+
+    async def _take(self, lanes: list[Lane], limit: int) -> list[Row]:
+        for lane in list(lanes):
+            rows, scanned = await self.journal.read(lane.cursor, limit, lane.until)
+            lane.cursor = max(lane.cursor, scanned)
+            if rows:
+                return rows
+            if lane.until is not None and lane.cursor >= lane.until:
+                lanes.remove(lane)
+                log.info("replay_finished", last_seq=lane.until)
+        return []
+
+    def _publish(self, s: _Session, rows: list[Row]) -> None:
+        topics = self._topics
+        publish = s.client.publish
+        inflight = s.inflight
+        base = self.event_base
+        for r in rows:
+            key = (r.station, r.type)
+            topic = topics.get(key)
+            if topic is None:
+                topic = topics[key] = f"{base}{r.station}/{r.type}"
+            info = publish(topic, r.payload, qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                s._lost(f"publish failed: {paho.error_string(info.rc)}")
+                return
+            inflight[info.mid] = (r.seq, len(r.payload))
+        self.stats.published += len(rows)
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def _goodbye(self, s: _Session) -> None:
+        """On shutdown: `offline` (retained) and DISCONNECT, written right away on the
+        non-blocking socket (a few bytes). Should they not make it, the broker publishes the
+        Last Will, which says the same."""
+        if s.closed.done():
+            return
+        with contextlib.suppress(Exception):  # best effort on a socket that may be dead
+            s.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            s.client.disconnect()
+            s.client.loop_write()
+        log.info("broker_disconnected", reason="gateway stopping", host=self.config.host)
+
+    def close(self) -> None:
+        """Release the connect thread. Call after `run()` has ended."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,117 @@
+"""Supervision: the one owner of retries, for every device and for the broker connection.
+
+A device adapter's `run` raises when its peer is gone; `supervise_device` logs it (first failure
+at WARNING, repeats at DEBUG), reports the state change as an observation, waits a capped,
+jittered backoff and runs it again. A device that stayed connected for a while starts again from
+the initial delay. This is also the one place where an unexpected exception from an adapter is
+caught (and logged with its traceback): one broken adapter must never stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from gateway.devices.base import Device, DeviceMisconfigured, DeviceUnavailable
+from gateway.events import DeviceState, Observation
+from gateway.log import Throttle, get_logger
+
+log = get_logger(__name__)
+
+STABLE_AFTER_S = 10.0  # connected this long: the next failure starts from the initial delay
+
+
+class Backoff:
+    """Capped exponential backoff with +-25 % jitter (so that gateways restarted together do not
+    reconnect in lock step)."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self._next = initial_s
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = self._next * self._rng.uniform(0.75, 1.25)
+        self._next = min(self._next * 2, self.max_s)
+        return min(delay, self.max_s)
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
+class _Context:
+    """The DeviceContext handed to an adapter's run()."""
+
+    def __init__(
+        self,
+        device_id: str,
+        emit: Callable[[Observation], None],
+        on_state: Callable[[str, str, str], None],
+    ) -> None:
+        self._id = device_id
+        self._emit = emit
+        self._on_state = on_state
+        self.connected_at: float | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self._id
+
+    def emit(self, observation: Observation) -> None:
+        self._emit(observation)
+
+    def connected(self, detail: str) -> None:
+        self.connected_at = time.monotonic()
+        self._on_state(self._id, "connected", detail)
+
+
+async def supervise_device(
+    device_id: str,
+    device: Device,
+    *,
+    emit: Callable[[Observation], None],
+    backoff: Backoff,
+    on_state: Callable[[str, str, str], None] | None = None,
+) -> None:
+    """Run `device` forever, reconnecting with backoff. Returns only by cancellation, or when the
+    device is misconfigured (it then stays `failed` until the configuration is reloaded)."""
+    dlog = log.bind(device=device_id)
+    down = Throttle(dlog, "device_unavailable")
+    last_state: list[str] = [""]
+
+    def state(dev: str, new: str, detail: str) -> None:
+        if new == last_state[0]:
+            return
+        last_state[0] = new
+        if new == "connected":
+            dlog.info("device_connected", detail=detail)
+            down.clear()
+        emit(DeviceState(dev, time.time(), new, detail))
+        if on_state is not None:
+            on_state(dev, new, detail)
+
+    while True:
+        ctx = _Context(device_id, emit, state)
+        try:
+            await device.run(ctx)
+            detail = "adapter returned"  # run() should only end by raising; treat as a drop
+        except DeviceUnavailable as exc:
+            detail = str(exc) or type(exc).__name__
+        except DeviceMisconfigured as exc:
+            dlog.error("device_misconfigured", error=str(exc))
+            state(device_id, "failed", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - an adapter bug: log it, keep the others running
+            detail = f"{type(exc).__name__}: {exc}"
+            dlog.exception("device_crashed", error=detail)
+        if ctx.connected_at is not None:
+            dlog.info("device_disconnected", detail=detail)
+            if time.monotonic() - ctx.connected_at >= STABLE_AFTER_S:
+                backoff.reset()
+        delay = backoff.next()
+        down.hit(detail=detail, retry_in_s=round(delay, 2))
+        state(device_id, "disconnected", detail)
+        await asyncio.sleep(delay)
