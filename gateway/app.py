@@ -124,7 +124,7 @@ class Gateway:
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
             reloader = tg.create_task(self._reloads(tg), name="reload")
             self.ready_after_s = time.monotonic() - self.started
-            self.notifier.ready(self._status_line())
+            self.notifier.ready(self.status_line())
             log.info(
                 "gateway_ready",
                 devices=len(cfg.devices),
@@ -197,7 +197,7 @@ class Gateway:
             self._reload.clear()
             self.notifier.reloading()
             await self._apply_reload(tg)
-            self.notifier.ready(self._status_line())
+            self.notifier.ready(self.status_line())
 
     async def _apply_reload(self, tg: asyncio.TaskGroup) -> None:
         try:
@@ -272,9 +272,9 @@ class Gateway:
             elif not stuck_logged:
                 log.error("pipeline_stuck", note="watchdog pings withheld; systemd will restart")
                 stuck_logged = True
-            self.notifier.status(self._status_line())
+            self.notifier.status(self.status_line())
 
-    def _status_line(self) -> str:
+    def status_line(self) -> str:
         parts = []
         fwd = self.forwarder
         parts.append("broker connected" if fwd and fwd.stats.connected else "broker DOWN")

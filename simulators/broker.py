@@ -7,6 +7,7 @@ for a while (broker outages). It never touches a broker already running on the m
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import signal
 import socket
@@ -64,6 +65,9 @@ class Mosquitto:
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
+            # Started as root, mosquitto drops to user `mosquitto`, which cannot write the log
+            # and persistence files in our private directory: keep the current user.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             + (

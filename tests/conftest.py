@@ -28,45 +28,32 @@ def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_threads_or_processes(request: pytest.FixtureRequest) -> Iterator[None]:
-    threads, children = _threads(), _children()
-    yield
-    deadline = time.monotonic() + LEAK_GRACE_S
-    while True:
-        session_broker = request.session.stash.get(_BROKER_KEY, None)
-        allowed = {session_broker.proc.pid} if session_broker and session_broker.proc else set()
-        extra_threads = _threads() - threads
-        extra_children = _children() - children - allowed
-        if not extra_threads and not extra_children:
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # waiting for executor threads and reaped children to go away
-    pytest.fail(
-        f"test leaked threads {sorted(t.name for t in extra_threads)} "
-        f"or processes {sorted(extra_children)}"
-    )
-
-
 @pytest_asyncio.fixture(autouse=True)
-async def _no_leaked_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
+async def _no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fails the test if it leaves an asyncio task, a thread or a child process behind."""
+    tasks, threads, children = asyncio.all_tasks(), _threads(), _children()
     yield
     # Threads of the loop's default executor (asyncio.to_thread, getaddrinfo, pyserial's close)
-    # would otherwise outlive the test until the loop closes, after the thread check.
+    # live until the loop closes, after this check: shut the executor down first.
     await asyncio.get_running_loop().shutdown_default_executor()
     me = asyncio.current_task()  # teardown may run in another task than setup did
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
-        leaked = {t for t in asyncio.all_tasks() - before if t is not me and not t.done()}
-        if not leaked or time.monotonic() > deadline:
+        leaked = {t for t in asyncio.all_tasks() - tasks if t is not me and not t.done()}
+        broker = request.session.stash.get(_BROKER_KEY, None)
+        allowed = {broker.proc.pid} if broker is not None and broker.proc is not None else set()
+        extra_threads = _threads() - threads
+        extra_children = _children() - children - allowed
+        if not (leaked or extra_threads or extra_children) or time.monotonic() > deadline:
             break
-        await asyncio.sleep(0.02)
-    if leaked:
-        for t in leaked:
-            t.cancel()
-        pytest.fail(f"test leaked asyncio tasks: {sorted(t.get_name() for t in leaked)}")
+        await asyncio.sleep(0.02)  # waiting for things that are ending to end
+    for t in leaked:
+        t.cancel()
+    if leaked or extra_threads or extra_children:
+        pytest.fail(
+            f"test leaked tasks {sorted(t.get_name() for t in leaked)}, threads "
+            f"{sorted(t.name for t in extra_threads)}, processes {sorted(extra_children)}"
+        )
 
 
 _BROKER_KEY = pytest.StashKey[Mosquitto]()
