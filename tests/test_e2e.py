@@ -166,10 +166,13 @@ async def test_dead_scanner_never_stops_the_other(tmp_path: Path, broker: Mosqui
                 await asyncio.wait_for(cam.wait_client(), 5)
                 await asyncio.wait_for(hand.wait_client(), 5)
                 await cam.unplug()  # the fixed scanner reboots ...
-                states = lambda: [  # noqa: E731
-                    (e["detail"]["device"], e["detail"]["state"])
-                    for e in sub.events("device.state")
-                ]
+
+                def states() -> list[tuple[str, str]]:
+                    return [
+                        (e["detail"]["device"], e["detail"]["state"])
+                        for e in sub.events("device.state")
+                    ]
+
                 await wait_for(lambda: ("cam-1", "disconnected") in states(), 10, "cam down")
                 for _ in range(5):  # ... while the handheld keeps working
                     await hand.send(gen.plain())
