@@ -167,6 +167,7 @@ class Journal:
         self._bytes = 0
         self._next_seq = 1
         self._wakeup = asyncio.Event()
+        self._appended = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
         self._committed = asyncio.Event()  # pulsed after every commit (readers wait on it)
@@ -290,6 +291,7 @@ class Journal:
             for ev in events
         )
         self._wakeup.set()
+        self._appended.set()
         return future
 
     async def commit(self, events: Sequence[TraceEvent], *, reserve: bool = False) -> list[int]:
@@ -395,8 +397,12 @@ class Journal:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._pending and len(self._acked) < ACK_BATCH and not self._full:
-                # Only deletes to do: linger so that one transaction carries many of them.
-                await asyncio.sleep(ACK_LINGER_S)
+                # Only deletes to do: linger so that one transaction carries many of them, but
+                # never keep a new event waiting for that.
+                self._appended.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ACK_LINGER_S):
+                        await self._appended.wait()
             await self._drain()
 
     async def _drain(self) -> None:

@@ -65,8 +65,9 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
 
 
 def get_logger(name: str, **context: Any) -> Any:
-    """A bound structlog logger; `name` is the module, `context` is bound to every event."""
-    return structlog.get_logger(name).bind(**context)
+    """A structlog logger for module `name`, `context` bound to every event. It stays lazy (no
+    `.bind()` at import time), so loggers made at import follow `configure()` called later."""
+    return structlog.get_logger(**context)
 
 
 class Throttle:

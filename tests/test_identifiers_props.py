@@ -159,3 +159,43 @@ def test_code_like_text_is_parsed_or_rejected(
 def test_very_long_text_is_rejected_quickly() -> None:
     for text in ("]d2" + "10A" + GS) * 2000, "0" * 100_000, "https://x/" + "01/" * 3000:
         assert_parses_or_rejects(text, ALL, None)
+
+
+# --- the fast path agrees with the full path -------------------------------------------------
+
+FAST_AIS = ["00", "01", "02", "10", "11", "12", "13", "15", "16", "17", "21", "240", "91"]
+
+
+@st.composite
+def element_strings(draw: st.DrawFn) -> str:
+    """Element strings of common AIs, mostly valid, sometimes subtly not: wrong check digits,
+    impossible dates, over-long or empty fields, missing or doubled GS, unknown AIs, repeats."""
+    parts: list[str] = []
+    for _ in range(draw(st.integers(1, 5))):
+        ai = draw(st.sampled_from(FAST_AIS))
+        if ai in ("01", "02"):
+            value = draw(gtins | st.text(alphabet="0123456789", min_size=13, max_size=15))
+        elif ai == "00":
+            value = draw(ssccs | st.text(alphabet="0123456789", min_size=17, max_size=19))
+        elif ai in ("11", "12", "13", "15", "16", "17"):
+            value = draw(dates | st.text(alphabet="0123456789", min_size=5, max_size=7))
+        else:
+            value = draw(serials | st.text(alphabet=CSET82 + "é ", min_size=0, max_size=22))
+        sep = draw(st.sampled_from([GS, GS, "", GS + GS]))
+        parts.append(ai + value + sep)
+    return draw(st.sampled_from(["", GS])) + "".join(parts)
+
+
+@given(element_strings())
+@settings(max_examples=600, deadline=None)
+def test_fast_path_agrees_with_the_full_path(data: str) -> None:
+    from gateway.identifiers.gs1 import fast_elements, parse_element_string_full
+
+    fast = fast_elements(data)
+    try:
+        full = dict(parse_element_string_full(data).elements)
+    except IdentifierRejected:
+        full = None
+    if fast is not None:  # the fast path only ever answers for valid codes, and answers alike
+        assert full is not None, f"fast path accepted {data!r}, the full path rejects it"
+        assert list(fast.items()) == list(full.items())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from biip import ParseConfig, ParseError
-from biip.checksums import gs1_standard_check_digit
 from biip.gs1_application_identifiers import GS1ApplicationIdentifier
 from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
@@ -68,6 +68,14 @@ class Gs1Code:
 def parse_element_string(data: str) -> Gs1Code:
     """A GS1 element string as a scanner sends it: AIs and values, variable-length fields ended
     by GS. Leading, trailing and repeated GS are tolerated (some scanners send FNC1 as GS)."""
+    fast = fast_elements(data)
+    if fast is not None:
+        return Gs1Code(fast, "element_string")
+    return parse_element_string_full(data)
+
+
+def parse_element_string_full(data: str) -> Gs1Code:
+    """parse_element_string without the fast path: every AI, every check, precise errors."""
     _check_charset(data)
     rest = data.lstrip(GS)
     found: list[GS1ElementString] = []
@@ -76,6 +84,56 @@ def parse_element_string(data: str) -> Gs1Code:
         found.append(element)
         rest = rest[len(element) :].lstrip(GS)
     return Gs1Code(_checked(found, "invalid_gs1"), "element_string")
+
+
+# The AIs of nearly every serialization code, for the fast path: AI -> (numeric, min, max).
+_FAST_AIS: Final = {
+    "00": (True, 18, 18),
+    "01": (True, 14, 14),
+    "02": (True, 14, 14),
+    "10": (False, 1, 20),
+    "11": (True, 6, 6),
+    "12": (True, 6, 6),
+    "13": (True, 6, 6),
+    "15": (True, 6, 6),
+    "16": (True, 6, 6),
+    "17": (True, 6, 6),
+    "21": (False, 1, 20),
+}
+
+
+def fast_elements(data: str) -> dict[str, str] | None:
+    """The checked elements of a *valid* element string made only of the common AIs above,
+    in a fraction of biip's time (a line scans hundreds of codes a second); None for anything
+    else, which then takes the full path and gets its precise error. Property-tested to agree
+    with the full path (tests/test_identifiers_props.py)."""
+    rest = data.lstrip(GS)
+    elements: dict[str, str] = {}
+    while rest:
+        ai = rest[:2]
+        spec = _FAST_AIS.get(ai)
+        if spec is None or ai in elements:
+            return None
+        numeric, low, high = spec
+        if numeric:
+            value = rest[2 : 2 + high]
+            if len(value) != high or not (value.isascii() and value.isdigit()):
+                return None
+        else:
+            end = rest.find(GS, 2)
+            value = rest[2:end] if end >= 0 else rest[2:]
+            if not low <= len(value) <= high or not _SERIAL.fullmatch(value):
+                return None
+        elements[ai] = value
+        rest = rest[2 + len(value) :].lstrip(GS)
+    for ai in ("00", "01", "02"):
+        digits = elements.get(ai)
+        if digits is not None and int(digits[-1]) != check_digit(digits[:-1]):
+            return None
+    for ai, value in elements.items():
+        if ai in _DATE_AIS and yymmdd(value, _DATE_AIS[ai]) is None:
+            return None
+    return elements if elements else None
 
 
 def parse_hri(text: str) -> Gs1Code:
@@ -160,6 +218,7 @@ def check_dates(ai: str, value: str) -> None:
             )
 
 
+@functools.lru_cache(maxsize=4096)  # a line sees few distinct dates; this is per scan
 def yymmdd(date: str, day00: bool = True) -> dt.date | None:
     """A GS1 YYMMDD date (20YY; day 00 is the last day of the month when allowed), or None."""
     year, month, day = 2000 + int(date[:2]), int(date[2:4]), int(date[4:6])
@@ -188,12 +247,13 @@ def scheme_of(elements: Mapping[str, str]) -> str | None:
 
 
 def key_of(scheme: str, elements: Mapping[str, str]) -> str:
-    """The canonical key of checked GS1 data of `scheme` (as returned by scheme_of)."""
+    """The canonical key of checked GS1 data of `scheme` (as returned by scheme_of). The data
+    is checked already: the same forms as gs1_key_sgtin / gs1_key_sscc, without their checks."""
     match scheme:
         case "sscc":
-            return gs1_key_sscc(elements["00"])
+            return f"(00){elements['00']}"
         case "sgtin":
-            return gs1_key_sgtin(elements["01"], elements["21"])
+            return f"(01){elements['01']}(21){elements['21']}"
         case "lgtin":
             return f"(01){elements['01']}(10){elements['10']}"
         case _:
@@ -205,8 +265,13 @@ def attributes(elements: Mapping[str, str]) -> dict[str, str]:
     attrs = {name: elements[ai] for ai, name in _ATTRS.items() if ai in elements}
     for ai, name in _DATE_ATTRS.items():
         if ai in elements and (date := yymmdd(elements[ai])) is not None:
-            attrs[name] = date.isoformat()
+            attrs[name] = _iso(date)
     return attrs
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso(date: dt.date) -> str:
+    return date.isoformat()
 
 
 def hri(elements: Mapping[str, str]) -> str:
@@ -243,9 +308,17 @@ def _check_gtin14(gtin14: str) -> None:
     _check_digit("GTIN", gtin14)
 
 
+def check_digit(payload: str) -> int:
+    """The GS1 mod-10 check digit of ASCII digits (weights 3, 1, 3 ... from the right). Sums
+    byte values and removes the '0' offsets: several times faster than biip's, per scan."""
+    odd, even = payload[-1::-2], payload[-2::-2]
+    total = 3 * (sum(odd.encode()) - 48 * len(odd)) + sum(even.encode()) - 48 * len(even)
+    return -total % 10
+
+
 def _check_digit(kind: str, digits: str) -> None:
     """`digits` are ASCII digits; reject them when the last one is not the GS1 check digit."""
-    expected = gs1_standard_check_digit(digits[:-1])
+    expected = check_digit(digits[:-1])
     if int(digits[-1]) != expected:
         raise IdentifierRejected(
             "bad_check_digit",
