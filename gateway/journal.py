@@ -64,6 +64,7 @@ RECENT_ROWS = 8192  # in-memory tail of committed rows handed to the forwarder w
 ACK_BATCH = 512  # acks that are worth a transaction of their own right away
 ACK_LINGER_S = 0.05  # otherwise deletes wait this long for company
 NO_PAGE_LIMIT = 4294967294
+SLOW_COMMIT_MS = 1000  # a commit (fsync included) slower than this says the disk is in trouble
 
 
 class Row(NamedTuple):
@@ -177,6 +178,7 @@ class Journal:
         self._last_commit_ms = 0.0
         self._write_error: str | None = None
         self._write_throttle = Throttle(log, "journal_write_failed")
+        self._slow_throttle = Throttle(log, "journal_commit_slow")
         self.busy_since: float | None = None  # monotonic start of the commit in flight
         self._listeners: list[Callable[[], None]] = []
 
@@ -446,6 +448,8 @@ class Journal:
         finally:
             self.busy_since = None
         self._last_commit_ms = (time.monotonic() - started) * 1000
+        if self._last_commit_ms > SLOW_COMMIT_MS:
+            self._slow_throttle.hit(ms=round(self._last_commit_ms), events=n, path=str(self.path))
         self._committed_batch(n, batch, acked, rows)
 
     def _committed_batch(

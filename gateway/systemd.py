@@ -29,10 +29,6 @@ from gateway.log import get_logger
 # A STATUS= line is shown by `systemctl status` on one line; longer text is cut with an ellipsis.
 STATUS_MAX_CHARS = 200
 
-# Sends block only while PID 1's receive queue is full. Bounded so that a wedged service manager
-# stalls the event loop for at most this long per message instead of indefinitely.
-SEND_TIMEOUT_S = 0.25
-
 _DIGITS = re.compile(r"[0-9]+")
 # C0 controls and DEL: newlines would split the message into bogus fields, and systemd drops a
 # datagram that contains a NUL byte.
@@ -71,7 +67,9 @@ class Notifier:
                 "systemd_notify_unavailable", notify_socket=notify_socket, error=str(exc)
             )
             return
-        self._sock.settimeout(SEND_TIMEOUT_S)
+        # Non-blocking: the caller is the event loop. A service manager that does not read its
+        # socket must not stall the gateway; the datagram is dropped instead (and logged).
+        self._sock.setblocking(False)
         self.enabled = True
         self.watchdog_interval_s = watchdog_interval_s
 

@@ -23,6 +23,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,11 +58,14 @@ class BrokerUnavailable(Exception):
 
 @dataclass
 class Lane:
-    """A seq range drained in order: (cursor, until]; `until` None means open-ended (live)."""
+    """A seq range drained in order: (cursor, until]; `until` None means open-ended (live).
+    Rows are read ahead in batches into `ahead` (one journal read per READ_BATCH rows, not per
+    free window slot) and published from there, oldest first."""
 
     name: str
     cursor: int
     until: int | None
+    ahead: deque[Row] = field(default_factory=deque)
 
 
 @dataclass
@@ -465,7 +469,7 @@ class Forwarder:
                 self._flush_status(s)
             free = self.stats.window - len(s.inflight)
             while free > 0:
-                rows = await self._take(lanes, min(free, READ_BATCH))
+                rows = await self._take(lanes, free)
                 if not rows or s.closed.done():
                     break
                 self._publish(s, rows)
@@ -485,11 +489,15 @@ class Forwarder:
                     await self._kick.wait()
 
     async def _take(self, lanes: list[Lane], limit: int) -> list[Row]:
+        """Up to `limit` rows, from the first lane (live first) that has any."""
         for lane in list(lanes):
-            rows, scanned = await self.journal.read(lane.cursor, limit, lane.until)
-            lane.cursor = max(lane.cursor, scanned)
-            if rows:
-                return rows
+            if not lane.ahead:
+                rows, scanned = await self.journal.read(lane.cursor, READ_BATCH, lane.until)
+                lane.cursor = max(lane.cursor, scanned)
+                lane.ahead.extend(rows)
+            if lane.ahead:
+                n = min(limit, len(lane.ahead))
+                return [lane.ahead.popleft() for _ in range(n)]
             if lane.until is not None and lane.cursor >= lane.until:
                 lanes.remove(lane)
                 log.info("replay_finished", last_seq=lane.until)
