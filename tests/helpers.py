@@ -174,14 +174,16 @@ async def running_gateway(path: Path) -> AsyncIterator[Gateway]:
 class GatewayProcess:
     """`tracegate run` as a real child process, to kill with SIGKILL."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log_path = log_path
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("NOTIFY_SOCKET", None)
+        env.pop("NOTIFY_SOCKET", None)  # never the test runner's own, if it has one
+        env.update(self.env)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(self.config)],

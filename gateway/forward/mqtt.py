@@ -81,6 +81,19 @@ class ForwarderStats:
     last_error: str | None = None
 
 
+def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
+    """(mid, reason code) of the body of a usual PUBACK: 2 bytes (MQTT 3.1.1, or MQTT 5
+    success), 3 (MQTT 5 reason code), or 4 (reason code, empty properties); None for anything
+    else, which paho then decodes itself."""
+    n = len(packet)
+    if n < 2 or n > 4 or (n == 4 and packet[3] != 0):
+        return None
+    rc = _PUBACK_CODES.get(packet[2] if n > 2 else 0)
+    if rc is None:
+        return None
+    return (packet[0] << 8) | packet[1], rc
+
+
 class _BufferedClient(paho.Client):
     """paho with two per-message costs removed, by overriding two private methods (stable
     through paho-mqtt 2.1 and 2.2, the versions pinned; tests/test_forwarder.py checks both):
@@ -99,14 +112,10 @@ class _BufferedClient(paho.Client):
     _rpos: int = 0
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        packet = self._in_packet["packet"]
-        n = len(packet)
-        if cmd != "PUBACK" or n < 2 or n > 4 or (n == 4 and packet[3] != 0):
+        decoded = decode_puback(self._in_packet["packet"]) if cmd == "PUBACK" else None
+        if decoded is None:
             return super()._handle_pubackcomp(cmd)
-        rc = _PUBACK_CODES.get(packet[2] if n > 2 else 0)
-        if rc is None:
-            return super()._handle_pubackcomp(cmd)
-        mid = (packet[0] << 8) | packet[1]
+        mid, rc = decoded
         with self._out_message_mutex:
             if mid in self._out_messages:
                 return self._do_on_publish(mid, rc, _NO_PROPERTIES)
