@@ -104,8 +104,6 @@ class Gateway:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await journal.close()
-            if self.forwarder is not None:
-                self.forwarder.close()
             self.notifier.close()
             log.info("gateway_stopped")
 
@@ -235,7 +233,6 @@ class Gateway:
             self._fwd_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fwd_task
-            self.forwarder.close()
             self._start_forwarder(tg)
         started = [i for i, d in new_devices.items() if old_devices.get(i) != d]
         for i in started:

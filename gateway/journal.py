@@ -193,6 +193,7 @@ class Journal:
         except BaseException:
             j._shutdown_executors()
             raise
+        j._update_full()  # on the loop: a journal full at start records that as an event
         return j
 
     def _open_sync(self) -> None:
@@ -222,7 +223,6 @@ class Journal:
         self._wconn = conn
         self._rconn = connect(self.path, readonly=True)
         self._rows, self._bytes = int(rows), int(size)
-        self._update_full()
         log.info(
             "journal_opened",
             path=str(self.path),

@@ -8,6 +8,7 @@ of each station is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
@@ -314,3 +315,46 @@ async def test_reload_restarts_only_changed_devices_and_refuses_a_bad_file(
     configs = {e["config"] for e in sub.events("identified")}
     assert len(configs) == 2  # events carry the hash of the configuration they were made under
     assert json.loads(json.dumps(reloaded))  # the log event is plain JSON
+
+
+async def test_sigterm_is_prompt_even_while_the_broker_connect_hangs(tmp_path: Path) -> None:
+    """A broker host that drops SYNs (a firewall, a dead host): the TCP connect hangs for its
+    whole timeout. SIGTERM must still stop the gateway within the 2 s systemd allows. The hang is
+    made for real on loopback: a listener that never accepts, its accept queue filled."""
+    import socket
+
+    from simulators.broker import free_port
+
+    port = free_port()
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", port))
+    blackhole.listen(0)
+    fillers = []
+    for _ in range(3):  # the kernel accepts a backlog of about (listen + 1); then SYNs drop
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        fake = Mosquitto.__new__(Mosquitto)  # only its address is used by line_file
+        fake.host, fake.port = "127.0.0.1", port
+        path = line_file(tmp_path, fake, devices=[], stations=[], mqtt={"connect_timeout_s": 30})
+        gw = GatewayProcess(path, tmp_path / "gateway.log")
+        try:
+            gw.start()
+            await wait_for(
+                lambda: any(lg.get("event") == "gateway_ready" for lg in gw.logs()), 20, "ready"
+            )
+            await asyncio.sleep(0.5)  # well inside the hanging connect
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            code = await asyncio.to_thread(gw.terminate)
+            assert code == 0
+            assert loop.time() - t0 < 2.0
+        finally:
+            gw.cleanup()
+    finally:
+        for s in fillers:
+            s.close()
+        blackhole.close()

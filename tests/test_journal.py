@@ -174,3 +174,20 @@ async def test_read_spans_memory_tail_and_database(tmp_path: Path, n: int) -> No
                 break
             got.extend(r.seq for r in rows)
         assert got == list(range(1, 10001))
+
+
+async def test_a_journal_full_at_start_says_so_and_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    async with running(path, max_rows=20) as j:
+        await j.commit([ev(i) for i in range(20)])
+    async with running(path, max_rows=20) as j:  # restarted with the broker still away
+        assert j.full
+        await asyncio.wait_for(j.wait_committed(21), 5)  # the first outbox.state event: 21
+        rows, _ = await j.read(0, 100)
+        states = [
+            json.loads(r.payload)["detail"]["state"]
+            for r in rows
+            if json.loads(r.payload)["type"] == "outbox.state"
+        ]
+        assert states[-1] == "full"
+        assert sum(1 for r in rows if json.loads(r.payload)["type"] == "identified") == 20

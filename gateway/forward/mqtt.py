@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,7 +264,7 @@ class _Session:
 
 
 class Forwarder:
-    """Owns the broker connection. `run()` until cancelled; `close()` says goodbye cleanly."""
+    """Owns the broker connection. `run()` until cancelled; cancelling it says goodbye cleanly."""
 
     def __init__(
         self, config: MqttConfig, journal: Journal, *, gateway_id: str, topic_prefix: str, line: str
@@ -281,7 +280,6 @@ class Forwarder:
         self._kick = asyncio.Event()
         self._topics: dict[tuple[str, str], str] = {}
         self._session: _Session | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="mqtt-connect")
         self._device_status: dict[str, bytes] = {}
         self._status_dirty: set[str] = set()
         self._refused = Throttle(log, "publish_refused")
@@ -417,7 +415,7 @@ class Forwarder:
         s = _Session(self, client, loop)
         self.busy_since = time.monotonic()
         try:
-            connect = loop.run_in_executor(self._executor, self._blocking_connect, client)
+            connect = self._connect_in_thread(client)
             async with asyncio.timeout(cfg.connect_timeout_s + 1):
                 await connect
                 rc, props = await s.connack
@@ -441,6 +439,33 @@ class Forwarder:
         info = client.publish(self.status_topic, b"online", qos=1, retain=True)
         s.status_mids.add(info.mid)
         return s
+
+    def _connect_in_thread(self, client: paho.Client) -> asyncio.Future[None]:
+        """paho's connect() blocks (DNS, TCP, TLS): run it in a daemon thread of its own, not an
+        executor. An executor's threads are joined at exit, so a connect hanging on a dropped
+        SYN would hold a SIGTERM for up to connect_timeout_s; a daemon thread is abandoned."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                self._blocking_connect(client)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=work, name="mqtt-connect", daemon=True).start()
+        return done
 
     def _blocking_connect(self, client: paho.Client) -> None:
         cfg = self.config
@@ -542,7 +567,3 @@ class Forwarder:
             s.client.disconnect()
             s.client.loop_write()
         log.info("broker_disconnected", reason="gateway stopping", host=self.config.host)
-
-    def close(self) -> None:
-        """Release the connect thread. Call after `run()` has ended."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
