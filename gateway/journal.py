@@ -511,12 +511,14 @@ class Journal:
     # --- quota -------------------------------------------------------------------------------
 
     def _update_full(self) -> None:
-        full = self._rows >= self.max_rows or self._bytes >= self.max_bytes
-        if self._write_error is not None:
-            full = True
+        """Full at the quota (or on a write error); not full again only once drained below
+        `warn_at_percent`: the hysteresis keeps a line at the quota from flapping between
+        full and ok with every batch."""
+        high = self._rows >= self._warn_rows or self._bytes >= self._warn_bytes
+        over = self._rows >= self.max_rows or self._bytes >= self.max_bytes
+        full = self._write_error is not None or over or (self._full and high)
         if full != self._full:
             self._set_full(full)
-        high = self._rows >= self._warn_rows or self._bytes >= self._warn_bytes
         if high and not self._high:
             log.warning(
                 "outbox_high",

@@ -156,6 +156,27 @@ def line_file(
     return path
 
 
+def cam_line(tmp_path: Path, broker: Mosquitto, *ports: int, **kw: Any) -> Path:
+    """A line of fixed-mount TCP scanners (Cognex profile), one a station: cam-1 at st10 on the
+    first port, cam-2 at st20 on the second, ..."""
+    n = range(1, len(ports) + 1)
+    return line_file(
+        tmp_path,
+        broker,
+        devices=[
+            {
+                "id": f"cam-{i}",
+                "profile": "scanners/cognex-dataman-370",
+                "host": "127.0.0.1",
+                "port": port,
+            }
+            for i, port in zip(n, ports, strict=True)
+        ],
+        stations=[{"id": f"st{10 * i}", "identity": {"sources": [f"cam-{i}"]}} for i in n],
+        **kw,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(path: Path) -> AsyncIterator[Gateway]:
     """The gateway in this process and loop; stopped as SIGTERM would stop it."""

@@ -20,23 +20,7 @@ from gateway.systemd import Notifier
 from simulators.broker import Mosquitto
 from simulators.codes import CodeGenerator
 from simulators.scanner import TcpScannerSim
-from tests.helpers import ROOT, GatewayProcess, line_file, wait_for
-
-
-def cam_line(tmp_path: Path, broker: Mosquitto, port: int) -> Path:
-    return line_file(
-        tmp_path,
-        broker,
-        devices=[
-            {
-                "id": "cam-1",
-                "profile": "scanners/cognex-dataman-370",
-                "host": "127.0.0.1",
-                "port": port,
-            }
-        ],
-        stations=[{"id": "st10", "identity": {"sources": ["cam-1"]}}],
-    )
+from tests.helpers import ROOT, GatewayProcess, cam_line, line_file, wait_for
 
 
 class NotifyListener:

@@ -22,7 +22,14 @@ from structlog.testing import capture_logs
 from simulators.broker import Mosquitto
 from simulators.codes import CodeGenerator
 from simulators.scanner import SerialScannerSim, TcpScannerSim
-from tests.helpers import GatewayProcess, line_file, running_gateway, subscriber, wait_for
+from tests.helpers import (
+    GatewayProcess,
+    cam_line,
+    line_file,
+    running_gateway,
+    subscriber,
+    wait_for,
+)
 from tests.test_e2e import scanner_line
 
 
@@ -165,10 +172,10 @@ async def test_full_outbox_holds_new_events_records_the_gap_and_recovers(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     gen = CodeGenerator(seed=3)
-    codes = [gen.gs1_datamatrix() for _ in range(100)]
+    codes = [gen.gs1_datamatrix() for _ in range(150)]
     async with TcpScannerSim(terminator="crlf") as cam:
         path = scanner_line(
-            tmp_path, broker, cam.port, journal={"max_rows": 40}, supervision={"queue_size": 30}
+            tmp_path, broker, cam.port, journal={"max_rows": 100}, supervision={"queue_size": 10}
         )
         with subscriber(broker, "tracegate/#") as sub, capture_logs() as logs:
             async with running_gateway(path) as gw:
@@ -189,7 +196,7 @@ async def test_full_outbox_holds_new_events_records_the_gap_and_recovers(
                 broker.start()
                 await wait_for(lambda: sub.events("gap"), 20, "gap event")
                 await wait_for(
-                    lambda: len(sub.events("identified")) + _lost(sub) >= 100, 20, "accounted"
+                    lambda: len(sub.events("identified")) + _lost(sub) >= 150, 20, "accounted"
                 )
                 await wait_for(
                     lambda: any(lg["event"] == "outbox_recovered" for lg in logs), 10, "recovered"
@@ -197,7 +204,7 @@ async def test_full_outbox_holds_new_events_records_the_gap_and_recovers(
 
     assert "FULL" in line
     identified = len(dedupe(sub.events("identified")))
-    assert identified + _lost(sub) == 100  # every scan is either delivered or counted lost
+    assert identified + _lost(sub) == 150  # every scan is either delivered or counted lost
     assert _lost(sub) > 0
     gap = sub.events("gap")[0]
     assert gap["reason"] == "queue_full" and gap["detail"]["device"] == "cam-1"
@@ -255,29 +262,8 @@ async def test_reload_restarts_only_changed_devices_and_refuses_a_bad_file(
         TcpScannerSim(terminator="crlf") as cam2_new,
     ):
 
-        def write(cam2_port: int, extra: str = "") -> Path:
-            return line_file(
-                tmp_path,
-                broker,
-                devices=[
-                    {
-                        "id": "cam-1",
-                        "profile": "scanners/cognex-dataman-370",
-                        "host": "127.0.0.1",
-                        "port": cam1.port,
-                    },
-                    {
-                        "id": "cam-2",
-                        "profile": "scanners/cognex-dataman-370",
-                        "host": "127.0.0.1",
-                        "port": cam2_port,
-                    },
-                ],
-                stations=[
-                    {"id": "st10", "identity": {"sources": ["cam-1"]}},
-                    {"id": "st20", "identity": {"sources": ["cam-2"]}},
-                ],
-            )
+        def write(cam2_port: int) -> Path:
+            return cam_line(tmp_path, broker, cam1.port, cam2_port)
 
         path = write(cam2.port)
         with subscriber(broker, "tracegate/#") as sub, capture_logs() as logs:
@@ -317,7 +303,9 @@ async def test_reload_restarts_only_changed_devices_and_refuses_a_bad_file(
     assert json.loads(json.dumps(reloaded))  # the log event is plain JSON
 
 
-async def test_sigterm_is_prompt_even_while_the_broker_connect_hangs(tmp_path: Path) -> None:
+async def test_sigterm_is_prompt_even_while_the_broker_connect_hangs(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
     """A broker host that drops SYNs (a firewall, a dead host): the TCP connect hangs for its
     whole timeout. SIGTERM must still stop the gateway within the 2 s systemd allows. The hang is
     made for real on loopback: a listener that never accepts, its accept queue filled."""
@@ -337,9 +325,13 @@ async def test_sigterm_is_prompt_even_while_the_broker_connect_hangs(tmp_path: P
             s.connect(("127.0.0.1", port))
         fillers.append(s)
     try:
-        fake = Mosquitto.__new__(Mosquitto)  # only its address is used by line_file
-        fake.host, fake.port = "127.0.0.1", port
-        path = line_file(tmp_path, fake, devices=[], stations=[], mqtt={"connect_timeout_s": 30})
+        path = line_file(
+            tmp_path,
+            broker,
+            devices=[],
+            stations=[],
+            mqtt={"port": port, "connect_timeout_s": 30},  # the blackhole, not the broker
+        )
         gw = GatewayProcess(path, tmp_path / "gateway.log")
         try:
             gw.start()

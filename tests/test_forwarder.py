@@ -19,35 +19,9 @@ from gateway.forward.mqtt import decode_puback
 from simulators.broker import Mosquitto
 from simulators.codes import CodeGenerator
 from simulators.scanner import TcpScannerSim
-from tests.helpers import line_file, running_gateway, subscriber, wait_for
+from tests.helpers import cam_line, running_gateway, subscriber, wait_for
 
 GW_STATUS = "tracegate/test-site/gateway/gw-test/status"
-
-
-def two_stations(tmp_path: Path, broker: Mosquitto, cam1: int, cam2: int, **kw: Any) -> Path:
-    return line_file(
-        tmp_path,
-        broker,
-        devices=[
-            {
-                "id": "cam-1",
-                "profile": "scanners/cognex-dataman-370",
-                "host": "127.0.0.1",
-                "port": cam1,
-            },
-            {
-                "id": "cam-2",
-                "profile": "scanners/cognex-dataman-370",
-                "host": "127.0.0.1",
-                "port": cam2,
-            },
-        ],
-        stations=[
-            {"id": "st10", "identity": {"sources": ["cam-1"]}},
-            {"id": "st20", "identity": {"sources": ["cam-2"]}},
-        ],
-        **kw,
-    )
 
 
 @pytest.mark.parametrize(
@@ -96,7 +70,7 @@ async def test_refused_publishes_stay_in_the_journal_until_the_broker_takes_them
     sent again on the next connection. (MQTT 3.1.1 cannot tell: the broker acks and drops.)"""
     gen = CodeGenerator(seed=4)
     async with TcpScannerSim(terminator="crlf") as cam1, TcpScannerSim(terminator="crlf") as cam2:
-        path = two_stations(tmp_path, acl_broker, cam1.port, cam2.port)
+        path = cam_line(tmp_path, acl_broker, cam1.port, cam2.port)
         with capture_logs() as logs:
             async with running_gateway(path) as gw:
                 assert gw.journal is not None
@@ -129,10 +103,8 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
+def _new_ca(d: Path, name: str, cn: str) -> Path:
+    """A self-signed CA: `name`.pem and `name`.key in `d`."""
     _openssl(
         "req",
         "-x509",
@@ -142,13 +114,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "-days",
         "2",
         "-subj",
-        "/CN=Tracegate test CA",
+        f"/CN={cn}",
         "-keyout",
-        "ca.key",
+        f"{name}.key",
         "-out",
-        "ca.pem",
+        f"{name}.pem",
         cwd=d,
     )
+    return d / f"{name}.pem"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    _new_ca(d, "ca", "Tracegate test CA")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name, cn in (("server", "127.0.0.1"), ("client", "gw-test")):
         _openssl(
@@ -213,18 +193,10 @@ def tls_broker(pki: Path, tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def _tls_line(tmp_path: Path, broker: Mosquitto, pki: Path, cam: int, **mqtt: Any) -> Path:
-    return line_file(
+    return cam_line(
         tmp_path,
         broker,
-        devices=[
-            {
-                "id": "cam-1",
-                "profile": "scanners/cognex-dataman-370",
-                "host": "127.0.0.1",
-                "port": cam,
-            }
-        ],
-        stations=[{"id": "st10", "identity": {"sources": ["cam-1"]}}],
+        cam,
         mqtt={
             "tls": {
                 "ca_file": str(pki / "ca.pem"),
@@ -279,23 +251,7 @@ async def test_untrusted_broker_certificate_is_refused(
     tmp_path: Path, pki: Path, tls_broker: Mosquitto
 ) -> None:
     (tmp_path / "pw").write_text(SECRET)
-    other_ca = tmp_path / "other-ca.pem"
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=x",
-        "-keyout",
-        "o.key",
-        "-out",
-        str(other_ca),
-        cwd=tmp_path,
-    )
+    other_ca = _new_ca(tmp_path, "other-ca", "Someone else's CA")
     async with TcpScannerSim(terminator="crlf") as cam:
         path = _tls_line(tmp_path, tls_broker, pki, cam.port, password_file="pw")
         text = path.read_text().replace(str(pki / "ca.pem"), str(other_ca))
@@ -323,19 +279,7 @@ async def test_hung_broker_is_detected_by_keepalive_and_nothing_is_lost(
     rows published into the void stay in the journal and go out after the broker resumes."""
     gen = CodeGenerator(seed=12)
     async with TcpScannerSim(terminator="crlf") as cam:
-        path = line_file(
-            tmp_path,
-            broker,
-            devices=[
-                {
-                    "id": "cam-1",
-                    "profile": "scanners/cognex-dataman-370",
-                    "host": "127.0.0.1",
-                    "port": cam.port,
-                }
-            ],
-            stations=[{"id": "st10", "identity": {"sources": ["cam-1"]}}],
-        )
+        path = cam_line(tmp_path, broker, cam.port)
         with capture_logs() as logs:
             async with running_gateway(path) as gw:
                 assert gw.journal is not None and gw.forwarder is not None
@@ -360,19 +304,7 @@ async def test_killed_broker_loses_nothing_the_journal_committed(
 ) -> None:
     gen = CodeGenerator(seed=13)
     async with TcpScannerSim(terminator="crlf") as cam:
-        path = line_file(
-            tmp_path,
-            broker,
-            devices=[
-                {
-                    "id": "cam-1",
-                    "profile": "scanners/cognex-dataman-370",
-                    "host": "127.0.0.1",
-                    "port": cam.port,
-                }
-            ],
-            stations=[{"id": "st10", "identity": {"sources": ["cam-1"]}}],
-        )
+        path = cam_line(tmp_path, broker, cam.port)
         async with running_gateway(path) as gw:
             assert gw.journal is not None and gw.forwarder is not None
             journal = gw.journal
@@ -396,7 +328,7 @@ async def test_large_backlog_replays_in_two_lanes_and_live_events_go_first(
 ) -> None:
     gen = CodeGenerator(seed=30)
     async with TcpScannerSim(terminator="crlf") as cam1, TcpScannerSim(terminator="crlf") as cam2:
-        path = two_stations(
+        path = cam_line(
             tmp_path, broker, cam1.port, cam2.port, mqtt={"replay_threshold_events": 500}
         )
         with subscriber(broker, "tracegate/test-site/line-1/#") as sub, capture_logs() as logs:

@@ -160,7 +160,8 @@ class JournalConfig(Model):
         80,
         ge=1,
         le=100,
-        description="Log `outbox_high` when the outbox passes this share of either quota.",
+        description="Log `outbox_high` when the outbox passes this share of either quota. "
+        "A full outbox takes new events again only once drained below it (hysteresis).",
     )
     max_file_mib: int | None = Field(
         None,
