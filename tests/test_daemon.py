@@ -61,6 +61,16 @@ async def test_systemd_sees_ready_watchdog_status_and_stopping(
             await wait_for(
                 lambda: any("broker connected" in m for m in listener.drain()), 10, "status"
             )
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGHUP)  # systemctl reload
+            await wait_for(
+                lambda: any(m.startswith("RELOADING=1") for m in listener.drain()), 10, "reloading"
+            )
+            await wait_for(
+                lambda: sum(m.startswith("READY=1") for m in listener.drain()) >= 2,
+                10,
+                "ready again after the reload",
+            )
             assert await asyncio.to_thread(gw.terminate) == 0
         finally:
             gw.cleanup()

@@ -32,6 +32,8 @@ from tests.helpers import (
 )
 from tests.test_e2e import scanner_line
 
+STATUS = "tracegate/test-site/gateway/gw-test/status"
+
 
 def dedupe(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """First arrival of each event_id; asserts that every duplicate is byte-identical."""
@@ -138,6 +140,8 @@ async def test_sigkill_20_times_loses_no_committed_event_and_never_reuses_seq(
                         await asyncio.sleep(rng.uniform(0.05, 0.8))  # a random moment
                         gw.kill()
                         high_water.append(committed_seq(journal))
+                        if len(high_water) == 1:  # the broker says it for a killed gateway
+                            await wait_for(lambda: sub.last_retained(STATUS) == b"offline", 10)
                     gw.start()
                     await wait_for(lambda: cam.client_connected, 20, "gateway connected")
                     await asyncio.sleep(0.3)
