@@ -89,23 +89,25 @@ class Gateway:
             source=str(self.loaded.source),
         )
         jc = cfg.journal
-        journal = self.journal = await Journal.open(
-            jc.path,
-            event_context(self.loaded),
-            max_rows=jc.max_rows,
-            max_bytes=jc.max_mib * 1024 * 1024,
-            warn_at_percent=jc.warn_at_percent,
-            commit_max_events=jc.commit_max_events,
-            max_file_pages=None if jc.max_file_mib is None else jc.max_file_mib * 256,
-        )
         try:
-            await self._run_with(journal)
+            journal = self.journal = await Journal.open(
+                jc.path,
+                event_context(self.loaded),
+                max_rows=jc.max_rows,
+                max_bytes=jc.max_mib * 1024 * 1024,
+                warn_at_percent=jc.warn_at_percent,
+                commit_max_events=jc.commit_max_events,
+                max_file_pages=None if jc.max_file_mib is None else jc.max_file_mib * 256,
+            )
+            try:
+                await self._run_with(journal)
+            finally:
+                await journal.close()
+            log.info("gateway_stopped")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await journal.close()
             self.notifier.close()
-            log.info("gateway_stopped")
 
     async def _run_with(self, journal: Journal) -> None:
         cfg = self.config
@@ -137,6 +139,12 @@ class Gateway:
                 async with asyncio.timeout(cfg.supervision.stop_timeout_s):
                     await self._stop_devices(list(self._device_tasks))
                     await self.binder_loop.drain()
+            if len(queue):  # only when the outbox was full at the stop: say what is lost
+                log.warning(
+                    "observations_not_recorded",
+                    count=len(queue),
+                    reason="outbox full at stop; stop_timeout_s reached",
+                )
             for t in (*core, watchdog, self._fwd_task):
                 t.cancel()
 

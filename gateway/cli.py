@@ -8,7 +8,8 @@
     tracegate outbox stats|tail -c ...  inspect the journal (also while the daemon runs)
 
 Exit codes: 0 clean stop, 78 configuration error (EX_CONFIG; systemd does not restart it),
-74 journal unusable (EX_IOERR), anything else is a crash.
+74 journal unusable (EX_IOERR), 70 an internal error (logged as `gateway_crashed`); anything
+other than 0 and 78 makes systemd restart the gateway.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ EX_OK = 0
 EX_CONFIG = 78
 EX_IOERR = 74
 EX_USAGE = 64
+EX_SOFTWARE = 70
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,6 +151,9 @@ def _run(args: argparse.Namespace) -> int:
     except JournalError as exc:
         log.get_logger("gateway.cli").critical("journal_unusable", error=str(exc))
         return EX_IOERR
+    except Exception:  # noqa: BLE001 - a bug: one structured record of it, then systemd restarts
+        log.get_logger("gateway.cli").exception("gateway_crashed")
+        return EX_SOFTWARE
     return EX_OK
 
 

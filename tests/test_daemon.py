@@ -221,3 +221,23 @@ def test_commands_need_a_config(cmd: list[str]) -> None:
         [sys.executable, "-m", "gateway", *cmd], capture_output=True, text=True, cwd=ROOT
     )
     assert proc.returncode == 2 and "--config" in proc.stderr
+
+
+def test_a_corrupt_journal_is_refused_with_exit_74_and_kept(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    path = line_file(tmp_path, broker, devices=[], stations=[])
+    journal = tmp_path / "journal.db"
+    journal.write_bytes(b"SQLite format 3\x00" + b"\xde\xad\xbe\xef" * 2000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 74
+    logs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    unusable = [lg for lg in logs if lg["event"] == "journal_unusable"]
+    assert unusable and str(journal) in unusable[0]["error"]
+    assert journal.read_bytes().startswith(b"SQLite format 3")  # never wiped or recreated
