@@ -416,3 +416,13 @@ def test_cli_serial_keeps_a_link_and_stops_on_ctrl_c(tmp_path: Path, cli: list[C
     assert all(code.startswith(b"01") and b"\x1d" in code for code in codes)
     proc.stop()
     assert not link.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[1] / "simulators" / "scenarios").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_bundled_scenarios_load(path: Path) -> None:
+    scenario = Scenario.from_yaml(path)
+    assert scenario.rate_per_s and scenario.disconnects

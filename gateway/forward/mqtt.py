@@ -247,6 +247,7 @@ class _Session:
     ) -> None:
         if mid in self.status_mids:
             self.status_mids.discard(mid)
+            self.fwd._kick.set()  # a window slot is free again
             return
         entry = self.inflight.pop(mid, None)
         if entry is None:
@@ -501,7 +502,8 @@ class Forwarder:
             self._kick.clear()
             if self._status_dirty:
                 self._flush_status(s)
-            free = self.stats.window - len(s.inflight)
+            # Status messages count too: the broker's Receive Maximum covers every QoS 1 publish.
+            free = self.stats.window - len(s.inflight) - len(s.status_mids)
             while free > 0:
                 rows = await self._take(lanes, free)
                 if not rows or s.closed.done():
