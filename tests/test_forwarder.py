@@ -15,7 +15,7 @@ from paho.mqtt import _packet
 from paho.mqtt.client import MQTTv5, MQTTv311
 from structlog.testing import capture_logs
 
-from gateway.forward.mqtt import decode_puback
+from gateway.forward.paho_bridge import decode_puback
 from simulators.broker import Mosquitto
 from simulators.codes import CodeGenerator
 from simulators.scanner import TcpScannerSim

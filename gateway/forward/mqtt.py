@@ -1,8 +1,7 @@
 """The forwarder: drains the journal to the plant's MQTT broker, QoS 1, oldest first.
 
-paho-mqtt is driven by the asyncio loop (no paho thread): its socket is registered with
-`add_reader`/`add_writer` and `loop_read`/`loop_write`/`loop_misc` are called from the loop, so
-every paho callback runs on the loop thread. paho's own reconnect is not used; each connection
+paho-mqtt runs on the asyncio loop through `gateway.forward.paho_bridge` (no paho thread).
+paho's own reconnect is not used; each connection
 attempt gets a fresh paho client, so no message paho kept in RAM from an earlier connection is
 ever re-sent behind our back: what is unacknowledged is re-read from the journal instead.
 
@@ -24,17 +23,14 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.models import MqttConfig
+from gateway.forward.paho_bridge import BrokerUnavailable, BufferedClient, Session
 from gateway.journal import Journal, Row
 from gateway.log import Throttle, get_logger
 from gateway.supervise import Backoff
@@ -42,17 +38,6 @@ from gateway.supervise import Backoff
 log = get_logger(__name__)
 
 READ_BATCH = 512
-
-# Shared, read-only: the reason codes a PUBACK may carry, and the empty properties.
-_PUBACK_CODES: dict[int, ReasonCode] = {
-    code: ReasonCode(PacketTypes.PUBACK, identifier=code)
-    for code in (0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99)
-}
-_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-
-
-class BrokerUnavailable(Exception):
-    """Connecting failed or the connection was lost; retry with backoff."""
 
 
 @dataclass
@@ -80,190 +65,6 @@ class ForwarderStats:
     last_error: str | None = None
 
 
-def decode_puback(packet: bytes | bytearray) -> tuple[int, ReasonCode] | None:
-    """(mid, reason code) of the body of a usual PUBACK: 2 bytes (MQTT 3.1.1, or MQTT 5
-    success), 3 (MQTT 5 reason code), or 4 (reason code, empty properties); None for anything
-    else, which paho then decodes itself."""
-    n = len(packet)
-    if n < 2 or n > 4 or (n == 4 and packet[3] != 0):
-        return None
-    rc = _PUBACK_CODES.get(packet[2] if n > 2 else 0)
-    if rc is None:
-        return None
-    return (packet[0] << 8) | packet[1], rc
-
-
-class _BufferedClient(paho.Client):
-    """paho with two per-message costs removed, by overriding two private methods (stable
-    through paho-mqtt 2.1 and 2.2, the versions pinned; tests/test_forwarder.py checks both):
-
-    - paho reads each packet with three recv() calls (1 byte, the length, the rest): every
-      PUBACK costs three system calls. `_sock_recv` reads whatever the socket holds, up to
-      64 KiB, and serves paho's small reads from that. `_Session._readable` re-runs
-      `loop_read` while buffered bytes remain, since the socket will not signal them again.
-    - paho decodes each PUBACK into a new ReasonCode (which copies a 60-entry table, twice
-      for MQTT 5) and a new Properties: a third of the CPU of forwarding. `_handle_pubackcomp`
-      decodes the usual PUBACKs (no properties) itself, with shared reason code objects, and
-      leaves anything else to paho.
-    """
-
-    _rbuf: bytes = b""
-    _rpos: int = 0
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        decoded = decode_puback(self._in_packet["packet"]) if cmd == "PUBACK" else None
-        if decoded is None:
-            return super()._handle_pubackcomp(cmd)
-        mid, rc = decoded
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, rc, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(65536)
-            if not data:
-                return data
-            self._rbuf, self._rpos = data, 0
-        start = self._rpos
-        self._rpos = min(start + bufsize, len(self._rbuf))
-        return self._rbuf[start : self._rpos]
-
-    @property
-    def buffered(self) -> bool:
-        return self._rpos < len(self._rbuf)
-
-
-class _Session:
-    """One paho client on one connection, bridged to the loop."""
-
-    def __init__(
-        self, fwd: Forwarder, client: _BufferedClient, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.fwd = fwd
-        self.client = client
-        self.loop = loop
-        self.connack: asyncio.Future[tuple[ReasonCode, Properties | None]] = loop.create_future()
-        self.closed: asyncio.Future[str] = loop.create_future()
-        self.inflight: dict[int, tuple[int, int]] = {}  # mid -> (seq, payload size)
-        self.status_mids: set[int] = set()
-        self.sock: Any = None
-        self.writing = False
-        self._loop_thread = threading.get_ident()
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-
-    # Socket callbacks come from the loop thread, except during the blocking connect(), which
-    # runs in an executor thread (on_socket_open, and register_write for CONNECT): those hop.
-    def _threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._threadsafe(self._add_reader, sock)
-
-    def _add_reader(self, sock: Any) -> None:
-        self.sock = sock
-        self.loop.add_reader(sock, self._readable)
-        if self.client.want_write():
-            self._add_writer(sock)
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._threadsafe(self._remove, sock)
-
-    def _remove(self, sock: Any) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            self.loop.remove_reader(sock)
-            self.loop.remove_writer(sock)
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._threadsafe(self._add_writer, sock)
-
-    def _add_writer(self, sock: Any) -> None:
-        if self.writing or self.sock is None:  # not yet open: _add_reader will do it
-            return
-        with contextlib.suppress(ValueError, OSError):
-            self.loop.add_writer(sock, self._writable)
-            self.writing = True
-
-    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if not self.writing:
-            return
-        self.writing = False
-        with contextlib.suppress(ValueError, OSError, RuntimeError):
-            self.loop.remove_writer(sock)
-
-    def _readable(self) -> None:
-        rc = self.client.loop_read()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._lost(f"read failed: {paho.error_string(rc)}")
-        elif self.client.buffered:
-            self.loop.call_soon(self._readable)
-
-    def _writable(self) -> None:
-        rc = self.client.loop_write()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._lost(f"write failed: {paho.error_string(rc)}")
-
-    def _lost(self, why: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(why)
-        self.fwd._kick.set()
-
-    # MQTT callbacks (loop thread).
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: Any,
-        rc: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        if not self.connack.done():
-            self.connack.set_result((rc, props))
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: Any,
-        rc: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        self._lost(f"disconnected: {rc}")
-        if not self.connack.done():
-            self.connack.set_exception(BrokerUnavailable(f"connection closed before CONNACK: {rc}"))
-
-    def _on_publish(
-        self, client: paho.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties | None
-    ) -> None:
-        if mid in self.status_mids:
-            self.status_mids.discard(mid)
-            self.fwd._kick.set()  # a window slot is free again
-            return
-        entry = self.inflight.pop(mid, None)
-        if entry is None:
-            return
-        fwd = self.fwd
-        if rc.is_failure:
-            # MQTT 5 PUBACK with an error (not authorized, quota ...): the broker did not take
-            # it. Keep the row; it is sent again on the next connection.
-            fwd.stats.refused += 1
-            fwd._refused.hit(seq=entry[0], reason=str(rc))
-        else:
-            fwd.stats.acked += 1
-            fwd.journal.ack((entry,))
-        fwd._kick.set()
-
-
 class Forwarder:
     """Owns the broker connection. `run()` until cancelled; cancelling it says goodbye cleanly."""
 
@@ -280,13 +81,21 @@ class Forwarder:
         self.stats = ForwarderStats()
         self._kick = asyncio.Event()
         self._topics: dict[tuple[str, str], str] = {}
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._device_status: dict[str, bytes] = {}
         self._status_dirty: set[str] = set()
         self._refused = Throttle(log, "publish_refused")
         self._down = Throttle(log, "broker_unavailable")
         self.busy_since: float | None = None
         journal.add_listener(self._kick.set)
+
+    def _acked(self, entry: tuple[int, int]) -> None:
+        self.stats.acked += 1
+        self.journal.ack((entry,))
+
+    def _refused_by_broker(self, entry: tuple[int, int], rc: ReasonCode) -> None:
+        self.stats.refused += 1
+        self._refused.hit(seq=entry[0], reason=str(rc))
 
     # --- status (retained, latest value only) ------------------------------------------------
 
@@ -301,7 +110,7 @@ class Forwarder:
         self._status_dirty.add(device_id)
         self._kick.set()
 
-    def _flush_status(self, s: _Session) -> None:
+    def _flush_status(self, s: Session) -> None:
         for dev in sorted(self._status_dirty):
             info = s.client.publish(
                 f"{self.status_topic}/devices/{dev}", self._device_status[dev], qos=1, retain=True
@@ -356,10 +165,10 @@ class Forwarder:
         log.warning("broker_disconnected", reason=why, host=self.config.host)
         raise BrokerUnavailable(why)
 
-    def _new_client(self) -> _BufferedClient:
+    def _new_client(self) -> BufferedClient:
         cfg = self.config
         v5 = cfg.protocol == "5"
-        client = _BufferedClient(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
@@ -406,14 +215,20 @@ class Forwarder:
             return value
         return None
 
-    async def _connect(self) -> _Session:
+    async def _connect(self) -> Session:
         cfg = self.config
         loop = asyncio.get_running_loop()
         try:
             client = self._new_client()
         except (ssl.SSLError, OSError) as exc:
             raise BrokerUnavailable(f"TLS setup failed: {exc}") from None
-        s = _Session(self, client, loop)
+        s = Session(
+            client,
+            loop,
+            on_ack=self._acked,
+            on_refused=self._refused_by_broker,
+            wake=self._kick.set,
+        )
         self.busy_since = time.monotonic()
         try:
             connect = self._connect_in_thread(client)
@@ -476,9 +291,9 @@ class Forwarder:
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
-    def _teardown(self, s: _Session) -> None:
+    def _teardown(self, s: Session) -> None:
         if s.sock is not None:
-            s._remove(s.sock)
+            s.remove(s.sock)
         s.client.on_socket_close = None
         s.client.on_disconnect = None
         with contextlib.suppress(Exception):  # paho may raise anything on a dead socket
@@ -495,7 +310,7 @@ class Forwarder:
             return [Lane("live", top, None), Lane("backlog", first - 1, top)]
         return [Lane("live", first - 1, None)]
 
-    async def _pump(self, s: _Session) -> None:
+    async def _pump(self, s: Session) -> None:
         lanes = await self._plan_lanes()
         misc = time.monotonic()
         while not s.closed.done():
@@ -516,7 +331,7 @@ class Forwarder:
             if now - misc >= 1.0:  # keepalive pings and their timeout (we own paho's loop)
                 misc = now
                 if s.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    s._lost("keepalive timeout")
+                    s.lost("keepalive timeout")
                     break
             if self._kick.is_set():
                 continue
@@ -539,7 +354,7 @@ class Forwarder:
                 log.info("replay_finished", last_seq=lane.until)
         return []
 
-    def _publish(self, s: _Session, rows: list[Row]) -> None:
+    def _publish(self, s: Session, rows: list[Row]) -> None:
         topics = self._topics
         publish = s.client.publish
         inflight = s.inflight
@@ -551,14 +366,14 @@ class Forwarder:
                 topic = topics[key] = f"{base}{r.station}/{r.type}"
             info = publish(topic, r.payload, qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                s._lost(f"publish failed: {paho.error_string(info.rc)}")
+                s.lost(f"publish failed: {paho.error_string(info.rc)}")
                 return
             inflight[info.mid] = (r.seq, len(r.payload))
         self.stats.published += len(rows)
 
     # --- stopping ------------------------------------------------------------------------------
 
-    def _goodbye(self, s: _Session) -> None:
+    def _goodbye(self, s: Session) -> None:
         """On shutdown: `offline` (retained) and DISCONNECT, written right away on the
         non-blocking socket (a few bytes). Should they not make it, the broker publishes the
         Last Will, which says the same."""
