@@ -19,13 +19,8 @@ import biip
 import pytest
 
 from simulators.codes import FAULTS, KINDS, CodeGenerator, GeneratedCode, gs1_check_digit
-from simulators.scanner import (
-    Disconnect,
-    Scenario,
-    SerialScannerSim,
-    TcpScannerSim,
-    noise,
-)
+from simulators.scanner import SerialScannerSim, TcpScannerSim
+from simulators.scenario import Disconnect, Scenario, noise
 
 REPO = Path(__file__).resolve().parent.parent
 
