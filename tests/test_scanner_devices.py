@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import structlog
 
 from gateway.devices import REGISTRY
@@ -24,18 +22,6 @@ from tests.helpers_scanner import CollectingContext, failure, running, serial_co
 GS1_TEXT = "]d2010401234500001621SN-0001\x1d10LOT7\x1d17281231"
 
 
-@pytest_asyncio.fixture
-async def default_executor_shut_down() -> AsyncIterator[None]:
-    """pyserial-asyncio-fast opens and closes ports in the loop's default executor, whose idle
-    worker thread lives as long as the loop. The loop outlives the thread-leak check of
-    conftest, so shut the executor down here, at the end of each serial test."""
-    yield
-    await asyncio.get_running_loop().shutdown_default_executor()
-
-
-serial_test = pytest.mark.usefixtures("default_executor_shut_down")
-
-
 def test_registry_maps_scanner_kinds() -> None:
     assert REGISTRY["serial_scanner"] is SerialScanner
     assert REGISTRY["tcp_scanner"] is TcpScanner
@@ -44,7 +30,6 @@ def test_registry_maps_scanner_kinds() -> None:
 # --- serial ----------------------------------------------------------------------------------
 
 
-@serial_test
 @pytest.mark.parametrize(
     ("sim_term", "cfg_term"), [("cr", "cr"), ("crlf", "crlf"), ("lf", "any"), ("crlf", "any")]
 )
@@ -69,7 +54,6 @@ async def test_serial_codes_arrive_with_exact_text(
         assert ctx.connections == [f"{sim.path} -> {sim.slave_path} at 9600 baud"]
 
 
-@serial_test
 async def test_serial_noise_is_logged_rate_limited_and_codes_still_arrive(tmp_path: Path) -> None:
     async with SerialScannerSim() as sim:
         ctx = CollectingContext()
@@ -92,7 +76,6 @@ async def test_serial_noise_is_logged_rate_limited_and_codes_still_arrive(tmp_pa
     assert garbage[0]["excerpt"] == noise[:16].hex(" ") + " ..."
 
 
-@serial_test
 async def test_serial_unplug_raises_unavailable_and_a_new_run_reads_after_replug(
     tmp_path: Path,
 ) -> None:
@@ -126,7 +109,6 @@ async def test_serial_unplug_raises_unavailable_and_a_new_run_reads_after_replug
         assert ctx.connections[1].startswith(f"{link} -> {sim.slave_path}")
 
 
-@serial_test
 async def test_serial_run_cancelled_closes_the_port() -> None:
     async with SerialScannerSim() as sim:
         ctx = CollectingContext()
@@ -137,7 +119,6 @@ async def test_serial_run_cancelled_closes_the_port() -> None:
         assert not (await sim.send("NOBODY")).delivered
 
 
-@serial_test
 async def test_serial_missing_port_is_unavailable(tmp_path: Path) -> None:
     ctx = CollectingContext()
     async with running(SerialScanner(serial_config(str(tmp_path / "ttyACM9"))), ctx) as task:
@@ -146,7 +127,6 @@ async def test_serial_missing_port_is_unavailable(tmp_path: Path) -> None:
     assert ctx.connections == []
 
 
-@serial_test
 @pytest.mark.parametrize("kind", ["regular_file", "directory", "char_device_not_tty"])
 async def test_serial_path_that_is_no_serial_port_is_misconfigured(
     tmp_path: Path, kind: str
@@ -165,7 +145,6 @@ async def test_serial_path_that_is_no_serial_port_is_misconfigured(
     assert "not a serial port" in str(exc)
 
 
-@serial_test
 async def test_serial_setting_rejected_by_pyserial_is_misconfigured() -> None:
     async with SerialScannerSim() as sim:
         # model_copy skips validation: a value only pyserial gets to reject.
@@ -313,7 +292,6 @@ def test_keepalive_options_are_set() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
 
 
-@serial_test
 async def test_serial_over_a_device_server_url_reads_and_notices_eof() -> None:
     # An Ethernet serial device server is a `socket://host:port` URL; the TCP simulator plays it.
     async with TcpScannerSim() as sim:
