@@ -17,16 +17,19 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from gateway.binding import Binder
+from gateway.binding import Binder, plans
 from gateway.config import ConfigError, LoadedConfig, load_line
-from gateway.config.models import DeviceBase, LineConfig
+from gateway.config.base import DeviceBase
+from gateway.config.models import LineConfig
 from gateway.devices import REGISTRY
+from gateway.devices.base import DevicePlan
 from gateway.events import EventContext
 from gateway.forward.mqtt import Forwarder
 from gateway.journal import Journal
 from gateway.log import get_logger
-from gateway.pipeline import BinderLoop, ObservationQueue
+from gateway.pipeline import BinderLoop, ObservationQueue, Writer, tick
 from gateway.supervise import Backoff, supervise_device
 from gateway.systemd import Notifier
 
@@ -53,6 +56,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._adapters: dict[str, Any] = {}  # running adapters, for write-back
         self._device_states: dict[str, str] = {}
         self.journal: Journal | None = None
         self.forwarder: Forwarder | None = None
@@ -112,11 +116,16 @@ class Gateway:
     async def _run_with(self, journal: Journal) -> None:
         cfg = self.config
         queue = ObservationQueue(cfg.supervision.queue_size)
-        self.binder_loop = BinderLoop(queue, Binder(cfg), journal)
+        writer = Writer(self._adapters.get, queue.put)
+        binder = Binder(cfg, marks=journal.handshake_marks)
+        self.binder_loop = BinderLoop(queue, binder, journal, writer)
+        self._plans = plans(cfg)
         async with asyncio.TaskGroup() as tg:
             core = [
                 tg.create_task(journal.run(), name="journal"),
                 tg.create_task(self.binder_loop.run(), name="binder"),
+                tg.create_task(writer.run(), name="writer"),
+                tg.create_task(tick(queue), name="tick"),
             ]
             self._start_forwarder(tg)
             for dev in cfg.devices:
@@ -166,9 +175,11 @@ class Gateway:
         if not dev.enabled:
             log.info("device_disabled", device=dev.id)
             return
-        assert self.binder_loop is not None
+        assert self.binder_loop is not None and self.journal is not None
         sup = self.config.supervision
-        adapter = REGISTRY[dev.kind](dev)  # type: ignore[attr-defined]
+        plan = self._plans.get(dev.id, DevicePlan())
+        adapter = REGISTRY[dev.kind](dev, plan, self.journal.path.parent)  # type: ignore[attr-defined]
+        self._adapters[dev.id] = adapter
         self._device_tasks[dev.id] = tg.create_task(
             supervise_device(
                 dev.id,
@@ -194,6 +205,7 @@ class Gateway:
                 await t
         for i in ids:
             self._device_states.pop(i, None)
+            self._adapters.pop(i, None)
 
     # --- reload ------------------------------------------------------------------------------
 
@@ -231,18 +243,24 @@ class Gateway:
             new = LoadedConfig(cfg, new.source, new.config_hash, new.profiles)
         old_devices = {d.id: d for d in old.devices}
         new_devices = {d.id: d for d in cfg.devices}
-        changed = [i for i, d in old_devices.items() if new_devices.get(i) != d]
+        new_plans = plans(cfg)
+        changed = [
+            i
+            for i, d in old_devices.items()
+            if new_devices.get(i) != d or new_plans.get(i) != self._plans.get(i)
+        ]
         await self._stop_devices(changed)
         self.loaded = new
         assert self.journal is not None and self.binder_loop is not None
         self.journal.ctx = event_context(new)
-        self.binder_loop.binder = Binder(cfg)
+        self.binder_loop.binder = Binder(cfg, marks=self.binder_loop.binder.marks())
+        self._plans = new_plans
         if cfg.mqtt != old.mqtt and self.forwarder is not None:
             self._fwd_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fwd_task
             self._start_forwarder(tg)
-        started = [i for i, d in new_devices.items() if old_devices.get(i) != d]
+        started = [i for i, d in new_devices.items() if old_devices.get(i) != d or i in changed]
         for i in started:
             self._start_device(tg, new_devices[i])
         log.info(

@@ -75,7 +75,65 @@ class Loss:
     reason: str
 
 
-Observation = Scan | NoRead | DeviceState | Loss
+@dataclass(frozen=True, slots=True)
+class SignalValue:
+    """One PLC signal as read: `value` already scaled to engineering units (bool, int, float,
+    str, or a tuple of those for arrays). `status` is "good", or what went wrong reading it
+    (e.g. "BadNodeIdUnknown", "modbus exception 2 (illegal data address)", "timeout"); the value
+    is then None. `source_time` / `server_time`: the PLC's own timestamps when the protocol
+    carries them (OPC UA), else None."""
+
+    name: str
+    value: Any
+    status: str = "good"
+    source_time: float | None = None
+    server_time: float | None = None
+
+    @property
+    def good(self) -> bool:
+        return self.status == "good"
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Values of a PLC read together: one change of a watched signal, with the snapshot of
+    the signals read in the same request when that change fires (a consistent set of
+    parameters for a cycle), or the initial values after (re)connecting (`initial`)."""
+
+    device: str
+    time: float
+    values: tuple[SignalValue, ...]
+    initial: bool = False
+
+    def get(self, name: str) -> SignalValue | None:
+        for v in self.values:
+            if v.name == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDone:
+    """The outcome of a write the binder asked for (after a commit): `error` None when the
+    PLC took it."""
+
+    device: str
+    time: float
+    signal: str
+    value: Any
+    error: str | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The passing of time, for the binder's timeouts (it has no clock of its own)."""
+
+    time: float
+    device: str = ""
+
+
+Observation = Scan | NoRead | DeviceState | Loss | Signals | WriteDone | Tick
 
 
 # --- trace events (binding -> journal -> forwarder) ------------------------------------------
@@ -106,14 +164,32 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
-    """A process parameter captured with an event: value, engineering unit, source device."""
+    """A process parameter captured with an event: value (engineering units), unit, source
+    device; with tolerances when configured (`low`, `high`, `in_tolerance`), the PLC's own
+    timestamp when it has one, and `status` when it could not be read (value None)."""
 
-    value: float | int | str | bool
+    value: Any
     unit: str | None
     source: str
+    low: float | None = None
+    high: float | None = None
+    in_tolerance: bool | None = None
+    plc_time: str | None = None
+    status: str = "good"
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "unit": self.unit, "source": self.source}
+        doc: dict[str, Any] = {"value": self.value, "unit": self.unit, "source": self.source}
+        if self.low is not None:
+            doc["low"] = self.low
+        if self.high is not None:
+            doc["high"] = self.high
+        if self.in_tolerance is not None:
+            doc["in_tolerance"] = self.in_tolerance
+        if self.plc_time is not None:
+            doc["plc_time"] = self.plc_time
+        if self.status != "good":
+            doc["status"] = self.status
+        return doc
 
 
 _random_bits = random.Random(int.from_bytes(os.urandom(32), "big")).getrandbits
@@ -142,6 +218,18 @@ class TraceEvent:
     reason: str | None = None
     detail: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     event_id: str = field(default_factory=_new_event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeMark:
+    """Committed in the same transaction as a handshake's record, and kept until the PLC has
+    dropped its request: what lets a restarted gateway tell a request it already recorded from
+    a new one (see gateway.binding.cycles)."""
+
+    station: str
+    event_id: str
+    data_hash: str
+    verdict: int
 
 
 @dataclass(frozen=True, slots=True)

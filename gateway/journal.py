@@ -39,7 +39,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gateway.events import NO_STATION, EventContext, TraceEvent, compose, render_members
+from gateway.events import (
+    NO_STATION,
+    EventContext,
+    HandshakeMark,
+    TraceEvent,
+    compose,
+    render_members,
+)
 from gateway.log import Throttle, get_logger
 
 log = get_logger(__name__)
@@ -56,6 +63,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS handshakes (
+    station TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    data_hash TEXT NOT NULL,
+    verdict INTEGER NOT NULL
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('next_seq', 1);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', 1);
 """
@@ -94,6 +107,7 @@ class _Pending:
     time: float
     members: str
     ticket: _Ticket | None
+    mark: HandshakeMark | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +176,8 @@ class Journal:
         self._rconn: sqlite3.Connection | None = None
         self._pending: deque[_Pending] = deque()
         self._acked: dict[int, int] = {}  # seq -> payload size, PUBACKed, delete not committed
+        self._clears: set[tuple[str, str]] = set()  # handshake marks to delete
+        self.handshake_marks: dict[str, HandshakeMark] = {}  # as found at open
         self._gone: set[int] = set()  # deleted seqs still inside the recent tail
         self.recent: deque[Row] = deque(maxlen=RECENT_ROWS)
         self._rows = 0
@@ -218,6 +234,12 @@ class Journal:
             rows, size = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
             ).fetchone()
+            self.handshake_marks = {
+                r[0]: HandshakeMark(*r)
+                for r in conn.execute(
+                    "SELECT station, event_id, data_hash, verdict FROM handshakes"
+                )
+            }
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._wconn = conn
@@ -264,7 +286,11 @@ class Journal:
     # --- appending ---------------------------------------------------------------------------
 
     async def append(
-        self, events: Sequence[TraceEvent], *, reserve: bool = False
+        self,
+        events: Sequence[TraceEvent],
+        *,
+        reserve: bool = False,
+        marks: Sequence[HandshakeMark] = (),
     ) -> asyncio.Future[list[int]]:
         """Queue events for the next commit; returns a future of their seqs, resolved once
         committed. Waits first while the outbox is full (unless `reserve`, for the gateway's own
@@ -272,15 +298,18 @@ class Journal:
         while not self._may_append(reserve):
             self._space.clear()
             await self._space.wait()
-        return self._enqueue(events)
+        return self._enqueue(events, marks)
 
-    def _enqueue(self, events: Sequence[TraceEvent]) -> asyncio.Future[list[int]]:
+    def _enqueue(
+        self, events: Sequence[TraceEvent], marks: Sequence[HandshakeMark] = ()
+    ) -> asyncio.Future[list[int]]:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         if not events:
             future.set_result([])
             return future
         ticket = _Ticket(future, len(events), [])
         ctx = self.ctx
+        by_event = {m.event_id: m for m in marks}
         self._pending.extend(
             _Pending(
                 ev.event_id,
@@ -289,6 +318,7 @@ class Journal:
                 ev.time,
                 render_members(ev, ctx),
                 ticket,
+                by_event.get(ev.event_id),
             )
             for ev in events
         )
@@ -296,9 +326,15 @@ class Journal:
         self._appended.set()
         return future
 
-    async def commit(self, events: Sequence[TraceEvent], *, reserve: bool = False) -> list[int]:
+    async def commit(
+        self,
+        events: Sequence[TraceEvent],
+        *,
+        reserve: bool = False,
+        marks: Sequence[HandshakeMark] = (),
+    ) -> list[int]:
         """Append and wait until committed."""
-        return await (await self.append(events, reserve=reserve))
+        return await (await self.append(events, reserve=reserve, marks=marks))
 
     def _may_append(self, reserve: bool) -> bool:
         if len(self._pending) >= self._max_pending:
@@ -320,9 +356,17 @@ class Journal:
             self._acked[seq] = size
         self._wakeup.set()
 
+    def clear_handshakes(self, marks: Iterable[HandshakeMark]) -> None:
+        """Handshakes that are over (the PLC dropped its request): their marks go in a coming
+        transaction. A mark is deleted only if it is still the station's current one."""
+        for m in marks:
+            self._clears.add((m.station, m.event_id))
+        if self._clears:
+            self._wakeup.set()
+
     async def flush(self) -> None:
         """Return once everything appended and acked so far is committed (and deleted)."""
-        while self._pending or self._acked:
+        while self._pending or self._acked or self._clears:
             self._wakeup.set()
             self._committed.clear()
             await self._committed.wait()
@@ -411,7 +455,7 @@ class Journal:
         """Commit until nothing is pending. Retries failed commits with backoff (disk full,
         I/O error); the batch stays pending meanwhile (appends wait once it is large)."""
         delay = 0.05
-        while self._pending or self._acked:
+        while self._pending or self._acked or self._clears:
             try:
                 await self._commit_once()
             except sqlite3.DatabaseError as exc:
@@ -434,28 +478,37 @@ class Journal:
         batch = [self._pending[i] for i in range(n)]
         acked = dict(self._acked)
         ranges = _runs(sorted(acked))
+        clears = list(self._clears)
         loop = asyncio.get_running_loop()
         started = self.busy_since = time.monotonic()
-        job = loop.run_in_executor(self._writer, self._txn_sync, batch, ranges, self._clock())
+        job = loop.run_in_executor(
+            self._writer, self._txn_sync, batch, ranges, clears, self._clock()
+        )
         try:
             rows = await asyncio.shield(job)
         except asyncio.CancelledError:
             # The transaction runs on in its thread and may commit: account for it before
             # giving up, or close() would commit the same events again under new seqs.
             with contextlib.suppress(sqlite3.DatabaseError):
-                self._committed_batch(n, batch, acked, await job)
+                self._committed_batch(n, batch, acked, clears, await job)
             raise
         finally:
             self.busy_since = None
         self._last_commit_ms = (time.monotonic() - started) * 1000
         if self._last_commit_ms > SLOW_COMMIT_MS:
             self._slow_throttle.hit(ms=round(self._last_commit_ms), events=n, path=str(self.path))
-        self._committed_batch(n, batch, acked, rows)
+        self._committed_batch(n, batch, acked, clears, rows)
 
     def _committed_batch(
-        self, n: int, batch: list[_Pending], acked: dict[int, int], rows: list[Row]
+        self,
+        n: int,
+        batch: list[_Pending],
+        acked: dict[int, int],
+        clears: list[tuple[str, str]],
+        rows: list[Row],
     ) -> None:
         self._commits += 1
+        self._clears.difference_update(clears)
         for _ in range(n):
             self._pending.popleft()
         for seq in acked:
@@ -481,7 +534,11 @@ class Journal:
         self._update_full()
 
     def _txn_sync(
-        self, batch: list[_Pending], ranges: list[tuple[int, int]], now: float
+        self,
+        batch: list[_Pending],
+        ranges: list[tuple[int, int]],
+        clears: list[tuple[str, str]],
+        now: float,
     ) -> list[Row]:
         conn = self._wconn
         assert conn is not None
@@ -500,6 +557,17 @@ class Journal:
                 conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq0 + len(params),))
             if ranges:
                 conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", ranges)
+            if clears:
+                conn.executemany(
+                    "DELETE FROM handshakes WHERE station = ? AND event_id = ?", clears
+                )
+            marks = [
+                (m.station, m.event_id, m.data_hash, m.verdict)
+                for m in (p.mark for p in batch)
+                if m is not None
+            ]
+            if marks:  # in the transaction of their events: see gateway.binding.cycles
+                conn.executemany("INSERT OR REPLACE INTO handshakes VALUES (?,?,?,?)", marks)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -1,10 +1,15 @@
-"""The bounded hand-over from devices to the binder, and the binder's loop.
+"""The bounded hand-over from devices to the binder, the binder's loop, and write-back.
 
 Devices must never block on the gateway (a scanner or a reader keeps sending whatever we do), so
 `ObservationQueue.put` never waits: when the queue is full the observation is counted, per device,
 and the count comes out of the queue as a `Loss` observation (a `gap` event) once there is room.
 Nothing is dropped silently. The binder loop takes observations in batches, binds them and hands
 the events to the journal, waiting only when the journal applies back-pressure.
+
+Write-back (`Writer`): a write the binder asks for "after" an event (a handshake's verdict and
+acknowledgement) is performed only once the journal has committed that event; never before. Each
+device has its own write queue and worker, so a PLC that does not answer delays only its own
+writes. Every outcome goes back to the binder as a `WriteDone` observation.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.binding import Binder
-from gateway.events import Loss, Observation, TraceEvent
+from gateway.binding import Binder, BindResult, WriteRequest
+from gateway.devices.base import WriteFailed
+from gateway.events import Loss, Observation, Tick, WriteDone
 from gateway.journal import Journal
 from gateway.log import get_logger
 
 log = get_logger(__name__)
+
+WRITE_TIMEOUT_S = 10.0  # a write still unanswered after this counts as failed
+TICK_S = 1.0  # how often the binder hears the time (handshake timeouts)
 
 
 @dataclass(slots=True)
@@ -78,16 +88,65 @@ class ObservationQueue:
         return batch
 
 
+class Writer:
+    """Performs the binder's writes, per device, each after the commit it waits for."""
+
+    def __init__(self, lookup: Callable[[str], Any], report: Callable[[Observation], None]) -> None:
+        self._lookup = lookup  # device id -> the running adapter (a PlcDevice) or None
+        self._report = report
+        self._queues: dict[str, asyncio.Queue[tuple[WriteRequest, asyncio.Future[Any] | None]]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await asyncio.Event().wait()  # the workers run until cancelled
+
+    def submit(self, req: WriteRequest, committed: asyncio.Future[Any] | None) -> None:
+        q = self._queues.get(req.device)
+        if q is None:
+            assert self._tg is not None, "Writer.run() is not running"
+            q = self._queues[req.device] = asyncio.Queue()
+            self._tg.create_task(self._worker(q), name=f"writer:{req.device}")
+        q.put_nowait((req, committed))
+
+    async def _worker(
+        self, q: asyncio.Queue[tuple[WriteRequest, asyncio.Future[Any] | None]]
+    ) -> None:
+        while True:
+            req, committed = await q.get()
+            error: str | None = None
+            try:
+                if committed is not None:
+                    await asyncio.shield(committed)  # never write before the record exists
+                device = self._lookup(req.device)
+                if device is None:
+                    raise WriteFailed(f"device {req.device!r} is not running")
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await device.write(req.signal, req.value)
+            except (WriteFailed, TimeoutError) as exc:
+                error = str(exc) or f"no answer within {WRITE_TIMEOUT_S} s"
+                log.warning("write_failed", device=req.device, signal=req.signal, error=error)
+            self._report(WriteDone(req.device, time.time(), req.signal, req.value, error, req.tag))
+
+
 class BinderLoop:
-    """Moves observations through the binder into the journal. `binder` may be swapped on
-    reload (it is pure; in-flight observations finish with the old one)."""
+    """Moves observations through the binder into the journal, and hands the binder's writes to
+    the writer. `binder` may be swapped on reload (it is pure; in-flight observations finish
+    with the old one)."""
 
     def __init__(
-        self, queue: ObservationQueue, binder: Binder, journal: Journal, batch: int = 1024
+        self,
+        queue: ObservationQueue,
+        binder: Binder,
+        journal: Journal,
+        writer: Writer | None = None,
+        batch: int = 1024,
     ) -> None:
         self.queue = queue
         self.binder = binder
         self.journal = journal
+        self.writer = writer
         self.batch = batch
         self.events_by_type: dict[str, int] = {}
         self.last_progress = time.monotonic()
@@ -98,17 +157,31 @@ class BinderLoop:
             await self._bind(observations)
 
     async def _bind(self, observations: list[Observation]) -> None:
-        events: list[TraceEvent] = []
+        out = BindResult()
         process = self.binder.process
         for obs in observations:
-            events.extend(process(obs))
+            out.extend(process(obs))
         counts = self.events_by_type
-        for ev in events:
+        for ev in out.events:
             counts[ev.type] = counts.get(ev.type, 0) + 1
-        await self.journal.append(events)
+        if out.cleared:
+            self.journal.clear_handshakes(out.cleared)
+        committed = await self.journal.append(out.events, marks=out.marks)
+        if out.writes:
+            if self.writer is None:
+                raise RuntimeError("the binder asked for writes, but no writer is running")
+            for w in out.writes:
+                self.writer.submit(w, committed if w.after is not None else None)
         self.last_progress = time.monotonic()
 
     async def drain(self) -> None:
         """Bind what is queued now (shutdown), without waiting for more."""
         while len(self.queue):
             await self._bind(await self.queue.get_batch(self.batch))
+
+
+async def tick(queue: ObservationQueue, period_s: float = TICK_S) -> None:
+    """Let the binder hear the time (its timeouts), forever."""
+    while True:
+        await asyncio.sleep(period_s)
+        queue.put(Tick(time.time()))

@@ -195,3 +195,23 @@ async def test_a_journal_full_at_start_says_so_and_keeps_everything(tmp_path: Pa
         ]
         assert states[-1] == "full"
         assert sum(1 for r in rows if json.loads(r.payload)["type"] == "identified") == 20
+
+
+async def test_handshake_marks_commit_with_their_event_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    from gateway.events import HandshakeMark
+
+    path = tmp_path / "j.db"
+    e1, e2 = ev(1, "st30"), ev(2, "st40")
+    m1 = HandshakeMark("st30", e1.event_id, "h1", 1)
+    m2 = HandshakeMark("st40", e2.event_id, "h2", 2)
+    async with running(path) as j:
+        await j.commit([e1, e2], marks=[m1, m2])
+    async with running(path) as j:
+        assert j.handshake_marks == {"st30": m1, "st40": m2}
+        stale = HandshakeMark("st40", "another-event", "h0", 1)
+        j.clear_handshakes([m1, stale])  # only the current mark of a station is cleared
+        await j.flush()
+    async with running(path) as j:
+        assert j.handshake_marks == {"st40": m2}

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from gateway.devices import REGISTRY
-from gateway.devices.base import DeviceMisconfigured, DeviceUnavailable
+from gateway.devices.base import DeviceMisconfigured, DevicePlan, DeviceUnavailable
 from gateway.devices.serial_scanner import SerialScanner
 from gateway.devices.tcp_scanner import TcpScanner, enable_keepalive
 from gateway.events import NoRead, Scan
@@ -23,8 +23,11 @@ GS1_TEXT = "]d2010401234500001621SN-0001\x1d10LOT7\x1d17281231"
 
 
 def test_registry_maps_scanner_kinds() -> None:
-    assert REGISTRY["serial_scanner"] is SerialScanner
-    assert REGISTRY["tcp_scanner"] is TcpScanner
+    plan, state = DevicePlan(), Path("/nonexistent")
+    assert isinstance(
+        REGISTRY["serial_scanner"](serial_config("/dev/null"), plan, state), SerialScanner
+    )
+    assert isinstance(REGISTRY["tcp_scanner"](tcp_config(9), plan, state), TcpScanner)
 
 
 # --- serial ----------------------------------------------------------------------------------

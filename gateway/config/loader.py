@@ -15,13 +15,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from gateway.config import yamlpos
+from gateway.config.base import ID_PATTERN
 from gateway.config.models import (
-    ID_PATTERN,
     SCANNER_KINDS,
     DeviceConfig,
     LineConfig,
@@ -30,11 +30,14 @@ from gateway.config.models import (
     TcpScannerConfig,
     TlsConfig,
 )
+from gateway.config.plc import PLC_KINDS, ModbusConfig, OpcuaConfig
 from gateway.config.yamlpos import Located, Mark, PathKey, Where, YamlProblem
 
 DEVICE_MODELS: dict[str, type[BaseModel]] = {
     "serial_scanner": SerialScannerConfig,
     "tcp_scanner": TcpScannerConfig,
+    "opcua": OpcuaConfig,
+    "modbus": ModbusConfig,
 }
 
 PROFILE_HEADER = ("vendor", "model", "description", "kind", "settings", "example", "notes")
@@ -359,10 +362,16 @@ class _Loader:
             if isinstance(dev.get("id"), str):
                 kinds.setdefault(dev["id"], dev.get("kind"))
         device_ids = [k for k in kinds if isinstance(k, str)]
+        signals: dict[str, Any] = {
+            dev["id"]: dev.get("signals") if isinstance(dev.get("signals"), dict) else {}
+            for _, dev in devices
+            if isinstance(dev.get("id"), str)
+        }
         stations: dict[str, Mark] = {}
         used_by: dict[str, str] = {}
         for s, st in _entries(data.get("stations")):
             self._unique("stations", s, st, stations, "station")
+            self._signal_refs(s, st, kinds, signals)
             identity = st.get("identity")
             sources = identity.get("sources") if isinstance(identity, dict) else None
             for j, src in enumerate(sources if isinstance(sources, list) else []):
@@ -390,6 +399,106 @@ class _Loader:
                     )
                 else:
                     used_by[src] = str(st.get("id"))
+
+    def _signal_refs(
+        self, s: int, st: dict[str, Any], kinds: dict[str, Any], signals: dict[str, Any]
+    ) -> None:
+        """Every PLC signal a station names exists, and suits what the station does with it."""
+        refs: list[tuple[PathKey, Any, str | None, str]] = []  # (path, device, signal, use)
+        identity = st.get("identity")
+        if isinstance(identity, dict) and isinstance(identity.get("signal"), dict):
+            ref = identity["signal"]
+            refs.append((("identity", "signal"), ref.get("device"), ref.get("signal"), "string"))
+        trigger = st.get("trigger")
+        if isinstance(trigger, dict):
+            use = "any" if trigger.get("edge") == "change" else "bool"
+            refs.append((("trigger",), trigger.get("device"), trigger.get("signal"), use))
+        hs = st.get("handshake")
+        if isinstance(hs, dict):
+            for field_name, use in (
+                ("request", "bool"),
+                ("ack", "writable bool"),
+                ("verdict", "writable int"),
+            ):
+                if field_name in hs:
+                    refs.append(
+                        (
+                            ("handshake",),
+                            hs.get("device"),
+                            hs.get(field_name),
+                            f"{use}@{field_name}",
+                        )
+                    )
+        for k, prm in enumerate(st.get("parameters") or []):
+            if isinstance(prm, dict):
+                refs.append((("parameters", k), prm.get("device"), prm.get("signal"), "any"))
+        result = st.get("result")
+        if isinstance(result, dict):
+            refs.append((("result",), result.get("device"), result.get("signal"), "any"))
+        for sub, device, signal, use in refs:
+            self._signal_ref(("stations", s, *sub), device, signal, use, kinds, signals)
+
+    def _signal_ref(
+        self,
+        at: PathKey,
+        device: Any,
+        signal: Any,
+        use: str,
+        kinds: dict[str, Any],
+        signals: dict[str, Any],
+    ) -> None:
+        if not isinstance(device, str) or not isinstance(signal, str):
+            return  # the schema check reports the missing or mistyped field
+        field_name = use.split("@")[1] if "@" in use else "signal"
+        if device not in kinds:
+            self.problem(
+                (*at, "device"),
+                "no device with this id" + _suggest(device, kinds),
+                got=device,
+                has_got=True,
+            )
+            return
+        if kinds[device] not in PLC_KINDS:
+            self.problem(
+                (*at, "device"),
+                f"a {kinds[device]} device has no signals",
+                got=device,
+                has_got=True,
+            )
+            return
+        sig = signals[device].get(signal)
+        if not isinstance(sig, dict):
+            self.problem(
+                (*at, field_name),
+                f"device {device!r} has no signal of this name" + _suggest(signal, signals[device]),
+                got=signal,
+                has_got=True,
+            )
+            return
+        kind = use.split("@", maxsplit=1)[0]
+        if kind.startswith("writable") and sig.get("writable") is not True:
+            self.problem(
+                (*at, field_name),
+                f"signal {signal!r} of {device!r} is not writable (set `writable: true` on it)",
+                got=signal,
+                has_got=True,
+            )
+        wanted = kind.removeprefix("writable ")
+        typ = sig.get("type")
+        ok = {
+            "bool": typ == "bool",
+            "int": isinstance(typ, str) and "int" in typ,
+            "string": typ == "string",
+            "any": True,
+        }[wanted]
+        if not ok:
+            what = {"bool": "a bool", "int": "an integer", "string": "a string"}[wanted]
+            self.problem(
+                (*at, field_name),
+                f"this needs {what} signal; {signal!r} is {typ}",
+                got=signal,
+                has_got=True,
+            )
 
     def _unique(
         self, section: str, i: int, entry: dict[str, Any], seen: dict[str, Mark], what: str
@@ -483,13 +592,22 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> PathKey:
 def _fields_at(data: Any, path: PathKey) -> list[str]:
     """Field names of the model that validates the mapping at `path` (for suggestions)."""
     model: Any = LineConfig
+    keyed: Any = None  # the annotation of a dict's values when the next part is a dict key
     node = data
     for part in path:
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
         node = node.get(part) if isinstance(node, dict) else None
-        ann = model.model_fields[part].annotation if model is not None else None
+        if keyed is not None:
+            ann, keyed = keyed, None
+        elif model is not None and part in model.model_fields:
+            ann = model.model_fields[part].annotation
+            if get_origin(ann) is dict:
+                keyed = get_args(ann)[1]
+                continue
+        else:
+            return []
         model = _model_of(ann, node)
     if model is None:
         return []

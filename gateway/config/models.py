@@ -11,17 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-# Names that end up in MQTT topics, file names and log events: no wildcards, no separators.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False)
-
+from gateway.config.base import DeviceBase, Id, Model
+from gateway.config.plc import ModbusConfig, OpcuaConfig
 
 # --- gateway -----------------------------------------------------------------------------------
 
@@ -213,21 +206,6 @@ class SupervisionConfig(Model):
 # --- devices -----------------------------------------------------------------------------------
 
 
-class DeviceBase(Model):
-    id: Id = Field(
-        description="Your name for this device; referenced by stations, shown in "
-        "events (`source`) and logs."
-    )
-    profile: str | None = Field(
-        None,
-        description="Device profile whose settings this entry "
-        "extends: a name under device_profiles/ such as "
-        "`scanners/cognex-dataman-370`, or a path to a YAML file.",
-    )
-    enabled: bool = Field(True, description="A disabled device is validated but not started.")
-    description: str = Field("", description="Free text for people.")
-
-
 class ScannerFraming(Model):
     terminator: Literal["cr", "lf", "crlf", "any"] = Field(
         "any",
@@ -325,7 +303,10 @@ class TcpScannerConfig(DeviceBase):
     )
 
 
-DeviceConfig = Annotated[SerialScannerConfig | TcpScannerConfig, Field(discriminator="kind")]
+DeviceConfig = Annotated[
+    SerialScannerConfig | TcpScannerConfig | OpcuaConfig | ModbusConfig,
+    Field(discriminator="kind"),
+]
 
 SCANNER_KINDS = frozenset({"serial_scanner", "tcp_scanner"})
 
@@ -335,11 +316,21 @@ SCANNER_KINDS = frozenset({"serial_scanner", "tcp_scanner"})
 Scheme = Literal["sgtin", "sscc", "lgtin", "gtin", "plain"]
 
 
+class SignalRef(Model):
+    device: Id = Field(description="A PLC device (`opcua` or `modbus`) of this line.")
+    signal: str = Field(min_length=1, description="The name of one of its signals.")
+
+
 class IdentityConfig(Model):
     sources: list[Id] = Field(
-        min_length=1,
-        description="Devices whose reads identify the unit "
+        [],
+        description="Scanners whose reads identify the unit "
         "at this station (each device serves one station).",
+    )
+    signal: SignalRef | None = Field(
+        None,
+        description="A PLC string signal holding the unit's identity (e.g. a code read by the "
+        "machine's own camera), read with each cycle's snapshot.",
     )
     schemes: list[Scheme] = Field(
         ["sgtin", "sscc"],
@@ -369,6 +360,8 @@ class IdentityConfig(Model):
 
     @model_validator(mode="after")
     def _plain_needs_pattern(self) -> IdentityConfig:
+        if not self.sources and self.signal is None:
+            raise ValueError("an identity comes from `sources` (scanners) or a PLC `signal`")
         if "plain" in self.schemes and self.plain_pattern is None:
             raise ValueError(
                 "accepting `plain` serials needs `plain_pattern`: the regular "
@@ -377,17 +370,116 @@ class IdentityConfig(Model):
         return self
 
 
+class TriggerConfig(SignalRef):
+    edge: Literal["rising", "falling", "change"] = Field(
+        "rising",
+        description="`rising`/`falling`: a bool signal's edge ends a cycle; `change`: any new "
+        "value does (a cycle counter: the robust choice over Modbus, whose polling can miss a "
+        "short pulse).",
+    )
+
+
+class HandshakeConfig(Model):
+    device: Id = Field(description="The PLC that raises the request.")
+    request: str = Field(
+        min_length=1,
+        description="Bool signal the PLC raises when a cycle's "
+        "data is ready (and keeps raised until acknowledged).",
+    )
+    ack: str = Field(
+        min_length=1,
+        description="Writable bool signal the gateway raises once "
+        "the record is committed, and drops once the PLC has dropped its request.",
+    )
+    verdict: str | None = Field(
+        None,
+        min_length=1,
+        description="Writable integer signal "
+        "written before the ack: 1 = recorded OK, 2 = identity "
+        "rejected, 3 = no identity read.",
+    )
+    ack_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="The PLC should drop its "
+        "request within this after the ack; if not, a "
+        "`handshake.timeout` event says so (once).",
+    )
+
+
+class ParameterConfig(SignalRef):
+    name: Id | None = Field(
+        None, description="Name of the parameter in events. Default: the signal name."
+    )
+    min: float | None = Field(
+        None, description="Lower tolerance: a value below is recorded with `in_tolerance: false`."
+    )
+    max: float | None = Field(
+        None, description="Upper tolerance: a value above is recorded with `in_tolerance: false`."
+    )
+
+    @property
+    def param_name(self) -> str:
+        return self.name or self.signal
+
+
+class ResultConfig(SignalRef):
+    ok_values: list[bool | int | str] = Field(
+        [True, 1, "OK"],
+        min_length=1,
+        description="Values of the signal that mean OK; any other value is NOK.",
+    )
+
+
 class StationConfig(Model):
     id: Id = Field(description="Station name: part of event topics and the `station` field.")
     step: Id | None = Field(
         None, description="Process step recorded at this station. Default: the station id."
     )
-    identity: IdentityConfig = Field(
-        description="Where unit identities come from, and which are valid here."
+    identity: IdentityConfig | None = Field(
+        None, description="Where unit identities come from, and which are valid here."
+    )
+    trigger: TriggerConfig | None = Field(
+        None,
+        description="A PLC signal whose edge ends a cycle: a `step.completed` event with "
+        "the cycle's parameters and result, read in one request when it fires.",
+    )
+    handshake: HandshakeConfig | None = Field(
+        None,
+        description="The PLC request/acknowledge handshake: the record is committed "
+        "before the acknowledgement is written (see docs/plc.md).",
+    )
+    parameters: list[ParameterConfig] = Field(
+        [], description="Process parameters recorded with each cycle, with tolerances."
+    )
+    result: ResultConfig | None = Field(
+        None, description="The signal holding the cycle's result (OK/NOK)."
     )
     work_order: str | None = Field(
         None, min_length=1, description="Work order stamped on events until one is set by command."
     )
+
+    @model_validator(mode="after")
+    def _complete(self) -> StationConfig:
+        if self.trigger is not None and self.handshake is not None:
+            raise ValueError("a station's cycle ends by `trigger` or by `handshake`, not both")
+        cycle = self.trigger is not None or self.handshake is not None
+        if (self.parameters or self.result is not None) and not cycle:
+            raise ValueError(
+                "parameters and result are read when a cycle ends: give a "
+                "`trigger` or a `handshake`"
+            )
+        if self.identity is None and not cycle:
+            raise ValueError("a station needs an `identity`, a `trigger` or a `handshake`")
+        if self.identity is not None and self.identity.signal is not None and not cycle:
+            raise ValueError(
+                "a PLC identity signal is read when a cycle ends: give a `trigger` or a `handshake`"
+            )
+        names = [p.param_name for p in self.parameters]
+        if len(names) != len(set(names)):
+            raise ValueError("parameter names must be unique in a station")
+        return self
 
     @property
     def step_name(self) -> str:

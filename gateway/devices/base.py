@@ -11,12 +11,22 @@ Errors are typed by what the supervisor should do:
   the device is marked failed until the configuration is reloaded.
 Anything else escaping `run` is a bug in the adapter: the supervisor logs it with its traceback
 and retries with backoff, so one broken adapter never stops the others.
+
+PLC adapters (OPC UA, Modbus) also read and write named signals. What to read is given by a
+`DevicePlan`, derived from the stations that use the device: the signals to *watch* (every
+change reported: triggers, handshake requests, acknowledgements) and, per watched signal, the
+*snapshot* to read together with it in one request when it changes (the parameters, result and
+identity of a cycle, consistent with each other). After each (re)connect an adapter reports the
+current value of every watched signal once (`Signals.initial`), so that a level (a handshake
+request still raised) is seen again after any interruption. `write` puts a value into a signal,
+in the signal's own data type, on the current connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gateway.events import Observation
 
@@ -27,6 +37,11 @@ class DeviceUnavailable(Exception):
 
 class DeviceMisconfigured(Exception):
     """Retrying cannot help until the configuration changes."""
+
+
+class WriteFailed(Exception):
+    """A write was not done: not connected, refused by the PLC (read-only node, exception
+    response, type mismatch) or timed out. The message says which, naming device and signal."""
 
 
 class DeviceContext(Protocol):
@@ -47,6 +62,26 @@ class Device(Protocol):
     """A running device adapter. `run` returns only by raising (or by cancellation)."""
 
     async def run(self, ctx: DeviceContext) -> None: ...
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What the stations need of a PLC: signals to watch, and what to read with each change."""
+
+    watch: frozenset[str] = frozenset()
+    snapshot: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def snapshot_of(self, signal: str) -> tuple[str, ...]:
+        return self.snapshot.get(signal, ())
+
+
+class PlcDevice(Device, Protocol):
+    """A device with named signals (see the module docstring for the obligations)."""
+
+    async def write(self, signal: str, value: Any) -> None:
+        """Write `value` (engineering units; scaling is undone) to `signal`. Raises
+        WriteFailed; never retries by itself."""
+        ...
 
 
 DeviceFactory = Callable[..., Device]
