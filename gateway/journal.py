@@ -176,7 +176,6 @@ class Journal:
         self._rconn: sqlite3.Connection | None = None
         self._pending: deque[_Pending] = deque()
         self._acked: dict[int, int] = {}  # seq -> payload size, PUBACKed, delete not committed
-        self._clears: set[tuple[str, str]] = set()  # handshake marks to delete
         self.handshake_marks: dict[str, HandshakeMark] = {}  # as found at open
         self._gone: set[int] = set()  # deleted seqs still inside the recent tail
         self.recent: deque[Row] = deque(maxlen=RECENT_ROWS)
@@ -356,17 +355,9 @@ class Journal:
             self._acked[seq] = size
         self._wakeup.set()
 
-    def clear_handshakes(self, marks: Iterable[HandshakeMark]) -> None:
-        """Handshakes that are over (the PLC dropped its request): their marks go in a coming
-        transaction. A mark is deleted only if it is still the station's current one."""
-        for m in marks:
-            self._clears.add((m.station, m.event_id))
-        if self._clears:
-            self._wakeup.set()
-
     async def flush(self) -> None:
         """Return once everything appended and acked so far is committed (and deleted)."""
-        while self._pending or self._acked or self._clears:
+        while self._pending or self._acked:
             self._wakeup.set()
             self._committed.clear()
             await self._committed.wait()
@@ -455,7 +446,7 @@ class Journal:
         """Commit until nothing is pending. Retries failed commits with backoff (disk full,
         I/O error); the batch stays pending meanwhile (appends wait once it is large)."""
         delay = 0.05
-        while self._pending or self._acked or self._clears:
+        while self._pending or self._acked:
             try:
                 await self._commit_once()
             except sqlite3.DatabaseError as exc:
@@ -478,37 +469,32 @@ class Journal:
         batch = [self._pending[i] for i in range(n)]
         acked = dict(self._acked)
         ranges = _runs(sorted(acked))
-        clears = list(self._clears)
         loop = asyncio.get_running_loop()
         started = self.busy_since = time.monotonic()
-        job = loop.run_in_executor(
-            self._writer, self._txn_sync, batch, ranges, clears, self._clock()
-        )
+        job = loop.run_in_executor(self._writer, self._txn_sync, batch, ranges, self._clock())
         try:
             rows = await asyncio.shield(job)
         except asyncio.CancelledError:
             # The transaction runs on in its thread and may commit: account for it before
             # giving up, or close() would commit the same events again under new seqs.
             with contextlib.suppress(sqlite3.DatabaseError):
-                self._committed_batch(n, batch, acked, clears, await job)
+                self._committed_batch(n, batch, acked, await job)
             raise
         finally:
             self.busy_since = None
         self._last_commit_ms = (time.monotonic() - started) * 1000
         if self._last_commit_ms > SLOW_COMMIT_MS:
             self._slow_throttle.hit(ms=round(self._last_commit_ms), events=n, path=str(self.path))
-        self._committed_batch(n, batch, acked, clears, rows)
+        self._committed_batch(n, batch, acked, rows)
 
     def _committed_batch(
         self,
         n: int,
         batch: list[_Pending],
         acked: dict[int, int],
-        clears: list[tuple[str, str]],
         rows: list[Row],
     ) -> None:
         self._commits += 1
-        self._clears.difference_update(clears)
         for _ in range(n):
             self._pending.popleft()
         for seq in acked:
@@ -537,7 +523,6 @@ class Journal:
         self,
         batch: list[_Pending],
         ranges: list[tuple[int, int]],
-        clears: list[tuple[str, str]],
         now: float,
     ) -> list[Row]:
         conn = self._wconn
@@ -557,10 +542,6 @@ class Journal:
                 conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq0 + len(params),))
             if ranges:
                 conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", ranges)
-            if clears:
-                conn.executemany(
-                    "DELETE FROM handshakes WHERE station = ? AND event_id = ?", clears
-                )
             marks = [
                 (m.station, m.event_id, m.data_hash, m.verdict)
                 for m in (p.mark for p in batch)

@@ -164,8 +164,6 @@ class BinderLoop:
         counts = self.events_by_type
         for ev in out.events:
             counts[ev.type] = counts.get(ev.type, 0) + 1
-        if out.cleared:
-            self.journal.clear_handshakes(out.cleared)
         committed = await self.journal.append(out.events, marks=out.marks)
         if out.writes:
             if self.writer is None:

@@ -152,8 +152,9 @@ def test_handshake_commit_then_verdict_and_ack_then_drop() -> None:
     ]
     assert b.process(sig(1.5, request=True, ack=True, **cycle_data())).events == []
     out = b.process(sig(2.0, request=False, ack=True))
-    assert out.cleared == [mark]
+    assert out.events == [] and out.marks == []
     assert [(w.signal, w.value, w.after) for w in out.writes] == [("ack", False, None)]
+    assert b.marks() == {"st30": mark}  # the last recorded cycle stays known
 
 
 def test_verdict_codes_say_what_happened() -> None:
@@ -183,7 +184,17 @@ def test_request_still_raised_after_a_restart_is_acked_not_recorded_again() -> N
     # A different cycle's data under the raised request is a new record.
     b3 = Binder(line(**HANDSHAKE), marks={"st30": mark})
     out = b3.process(sig(5.0, True, request=True, ack=False, **cycle_data("6")))
-    assert len(out.events) == 1 and out.cleared == [mark] and out.marks[0] != mark
+    assert len(out.events) == 1 and out.marks[0] != mark
+
+
+def test_a_plc_raising_its_request_again_for_the_same_cycle_gets_an_ack_not_a_record() -> None:
+    """A PLC that saw no ack in time drops its request and raises it again, same data."""
+    b = Binder(line(**HANDSHAKE))
+    b.process(sig(0.0, True, request=False, ack=False))
+    assert len(b.process(sig(1.0, request=True, ack=False, **cycle_data("9"))).events) == 1
+    b.process(sig(6.0, request=False, ack=False))
+    out = b.process(sig(6.1, request=True, ack=False, **cycle_data("9")))
+    assert out.events == [] and [w.signal for w in out.writes] == ["verdict", "ack"]
 
 
 def test_ack_timeout_and_write_errors_are_events() -> None:
@@ -230,7 +241,7 @@ def test_every_cycle_is_recorded_exactly_once_whatever_the_interruptions(
     history: list[tuple[str, int]],
 ) -> None:
     cfg = line(**HANDSHAKE)
-    committed: dict[str, HandshakeMark] = {}  # the journal's marks table
+    committed: list[HandshakeMark] = []  # the journal's marks table: the last one counts
     records: list[str] = []  # serials of committed records
     binder = Binder(cfg)
     request, data = False, cycle_data()
@@ -240,11 +251,7 @@ def test_every_cycle_is_recorded_exactly_once_whatever_the_interruptions(
         out = binder.process(obs)
         if commit:
             records.extend(e.ids[0].value for e in out.events if e.type == "step.completed")
-            for m in out.cleared:
-                if committed.get(m.station) == m:
-                    del committed[m.station]
-            for m in out.marks:
-                committed[m.station] = m
+            committed.extend(out.marks)
         return out
 
     feed(sig(t, True, request=False, ack=False))
@@ -259,13 +266,12 @@ def test_every_cycle_is_recorded_exactly_once_whatever_the_interruptions(
         elif what == "reconnect":
             feed(sig(t, True, request=request, ack=False, **data))
         else:  # a restart: the binder's memory is lost, the journal's marks are not
-            if what == "restart_before_commit" and request:
+            if what == "restart_before_commit" and request and records \
+                    and records[-1].endswith(f"SN-{n}"):
                 # the record of this cycle had not reached the disk: nothing of it survives
-                lost = committed.get("st30")
-                if lost is not None and records and records[-1].endswith(f"SN-{n}"):
-                    records.pop()
-                    del committed["st30"]
-            binder = Binder(cfg, marks=dict(committed))
+                records.pop()
+                committed.pop()
+            binder = Binder(cfg, marks={"st30": committed[-1]} if committed else {})
             feed(sig(t, True, request=request, ack=False, **data))
     raised = sorted({n for what, n in history if what == "raise"})
     assert sorted(records, key=lambda r: int(r.rsplit("-", 1)[1])) == [

@@ -203,15 +203,14 @@ async def test_handshake_marks_commit_with_their_event_and_survive_a_restart(
     from gateway.events import HandshakeMark
 
     path = tmp_path / "j.db"
-    e1, e2 = ev(1, "st30"), ev(2, "st40")
+    e1, e2, e3 = ev(1, "st30"), ev(2, "st40"), ev(3, "st30")
     m1 = HandshakeMark("st30", e1.event_id, "h1", 1)
     m2 = HandshakeMark("st40", e2.event_id, "h2", 2)
+    m3 = HandshakeMark("st30", e3.event_id, "h3", 1)
     async with running(path) as j:
         await j.commit([e1, e2], marks=[m1, m2])
     async with running(path) as j:
         assert j.handshake_marks == {"st30": m1, "st40": m2}
-        stale = HandshakeMark("st40", "another-event", "h0", 1)
-        j.clear_handshakes([m1, stale])  # only the current mark of a station is cleared
-        await j.flush()
+        await j.commit([e3], marks=[m3])  # a station's next cycle replaces its mark
     async with running(path) as j:
-        assert j.handshake_marks == {"st40": m2}
+        assert j.handshake_marks == {"st30": m3, "st40": m2}

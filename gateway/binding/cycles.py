@@ -9,11 +9,12 @@ The handshake, level-triggered so that nothing is lost or recorded twice across 
     PLC raises request (data ready)   -> record committed -> verdict, then ack written (after it)
     PLC drops request                 -> ack dropped; the station is idle again
 
-When the record is committed, a *mark* (station, event id, hash of the cycle's data, verdict)
-is committed in the same transaction. A request still raised after a restart is matched against
-it: the same data means the same cycle, whose record exists already, so only the ack is written
-again (no second record); different data is a new cycle. A PLC that does not drop its request
-within `ack_timeout_s` of the ack is reported once (`handshake.timeout`).
+With the record, a *mark* (station, event id, hash of the cycle's data, verdict) is committed in
+the same transaction: the station's last recorded cycle. A raised request whose data is that
+cycle's (after a restart or a reconnect, or a PLC that dropped and raised its request again for
+want of an ack) is acknowledged again and never recorded twice; other data is a new cycle. A PLC
+that does not drop its request within `ack_timeout_s` of the ack is reported once
+(`handshake.timeout`).
 """
 
 from __future__ import annotations
@@ -58,18 +59,17 @@ class BindResult:
     events: list[TraceEvent] = field(default_factory=list)
     writes: list[WriteRequest] = field(default_factory=list)
     marks: list[HandshakeMark] = field(default_factory=list)
-    cleared: list[HandshakeMark] = field(default_factory=list)  # marks done with
 
     def extend(self, other: BindResult) -> None:
         self.events += other.events
         self.writes += other.writes
         self.marks += other.marks
-        self.cleared += other.cleared
 
 
 @dataclass
 class _Handshake:
-    mark: HandshakeMark | None = None  # the cycle recorded and not yet finished
+    mark: HandshakeMark | None = None  # the station's last recorded cycle (persisted)
+    active: bool = False  # a raised request is being handled (in memory only)
     acked_at: float | None = None
     timeout_reported: bool = False
 
@@ -95,7 +95,7 @@ class CycleStation:
 
     @property
     def mark(self) -> HandshakeMark | None:
-        """The handshake recorded and not finished yet (kept across a reload)."""
+        """The station's last recorded handshake cycle (kept across a reload)."""
         return self._hs.mark
 
     # --- observations --------------------------------------------------------------------------
@@ -133,26 +133,24 @@ class CycleStation:
         out = BindResult()
         state = self._hs
         if req.value:
-            if state.mark is None:
-                event, verdict = self._cycle_event(obs)
-                state.mark = HandshakeMark(self.st.id, event.event_id, self._hash(obs), verdict)
-                state.acked_at, state.timeout_reported = None, False
-                out.events.append(event)
-                out.marks.append(state.mark)
-                out.writes += self._ack_writes(state.mark, after=event.event_id)
-            elif obs.initial:
-                # After a reconnect or a restart, with the request still raised: the same data
-                # is the cycle already recorded (write its ack again); other data is new.
-                if self._hash(obs) == state.mark.data_hash:
-                    out.writes += self._ack_writes(state.mark, after=None)
-                else:
-                    out.cleared.append(state.mark)
-                    state.mark = None
-                    out.extend(self._handshake(obs))
+            if state.active and not obs.initial:
+                return out  # being handled; the PLC keeps its request up until it sees the ack
+            state.active = True
+            data_hash = self._hash(obs)
+            if state.mark is not None and data_hash == state.mark.data_hash:
+                # The cycle recorded last: after a restart or reconnect, or a PLC that dropped
+                # and raised its request again without an ack. Acknowledge it; never record it
+                # twice.
+                out.writes += self._ack_writes(state.mark, after=None)
+                return out
+            event, verdict = self._cycle_event(obs)
+            state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, verdict)
+            state.acked_at, state.timeout_reported = None, False
+            out.events.append(event)
+            out.marks.append(state.mark)
+            out.writes += self._ack_writes(state.mark, after=event.event_id)
         else:
-            if state.mark is not None:
-                out.cleared.append(state.mark)
-                state.mark = None
+            state.active = False
             ack = obs.get(hs.ack)
             if ack is None or ack.value or not obs.initial:
                 out.writes.append(
@@ -194,13 +192,13 @@ class CycleStation:
                     )
                 ]
             )
-        if tag == "ack" and self._hs.mark is not None:
+        if tag == "ack" and self._hs.active:
             self._hs.acked_at = time
         return BindResult()
 
     def tick(self, now: float) -> BindResult:
         hs, state = self.st.handshake, self._hs
-        if hs is None or state.acked_at is None or state.timeout_reported:
+        if hs is None or not state.active or state.acked_at is None or state.timeout_reported:
             return BindResult()
         if now - state.acked_at < hs.ack_timeout_s:
             return BindResult()

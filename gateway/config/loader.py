@@ -436,7 +436,7 @@ class _Loader:
         if isinstance(result, dict):
             refs.append((("result",), result.get("device"), result.get("signal"), "any"))
         for sub, device, signal, use in refs:
-            self._signal_ref(("stations", s, *sub), device, signal, use, kinds, signals)
+            self._signal_ref(("stations", s, *sub), device, signal, use, (kinds, signals))
 
     def _signal_ref(
         self,
@@ -444,9 +444,9 @@ class _Loader:
         device: Any,
         signal: Any,
         use: str,
-        kinds: dict[str, Any],
-        signals: dict[str, Any],
+        known: tuple[dict[str, Any], dict[str, Any]],
     ) -> None:
+        kinds, signals = known  # device id -> kind; device id -> its signals
         if not isinstance(device, str) or not isinstance(signal, str):
             return  # the schema check reports the missing or mistyped field
         field_name = use.split("@")[1] if "@" in use else "signal"

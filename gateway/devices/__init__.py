@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.devices.base import Device, DevicePlan
+from gateway.devices.modbus import ModbusDevice
+from gateway.devices.opcua import OpcuaDevice
 from gateway.devices.serial_scanner import SerialScanner
 from gateway.devices.tcp_scanner import TcpScanner
 
@@ -23,4 +25,6 @@ Factory = Callable[[Any, DevicePlan, Path], Device]
 REGISTRY: dict[str, Factory] = {
     "serial_scanner": lambda config, plan, state_dir: SerialScanner(config),
     "tcp_scanner": lambda config, plan, state_dir: TcpScanner(config),
+    "opcua": OpcuaDevice,
+    "modbus": ModbusDevice,
 }
