@@ -164,6 +164,8 @@ class BinderLoop:
         counts = self.events_by_type
         for ev in out.events:
             counts[ev.type] = counts.get(ev.type, 0) + 1
+        for event, fields in out.notes:
+            log.info(event, **fields)
         committed = await self.journal.append(out.events, marks=out.marks)
         if out.writes:
             if self.writer is None:

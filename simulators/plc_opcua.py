@@ -4,11 +4,12 @@ types and addresses the gateway uses.
 
 Layout, from the profile's signals: a `node` with a string identifier is created at that NodeId,
 under objects named by its dotted prefixes (`ns=3;s="DB_Trace"."Torque"` -> object
-`"DB_Trace"`, browse names `3:DB_Trace` / `3:Torque`, the Siemens style; `ns=4;s=MAIN.fTorque`
-the TwinCAT style); a `path` is created along its browse names with numeric NodeIds, which a
-program download renumbers (`download_program`). Namespaces up to the highest index used are
-registered with the vendor's URIs where known. Writable signals are writable over OPC UA; the
-others refuse writes.
+`"DB_Trace"`, browse names `3:DB_Trace` / `3:Torque`, the Siemens style; `s=MAIN.fTorque` the
+TwinCAT style), below the vendor's own objects (`PLC_1/DataBlocksGlobal`, `PLC1`); an `nsu=`
+NodeId in the namespace of that URI. A `path` is created along its browse names from Objects,
+with numeric NodeIds that a program download renumbers (`download_program`). Namespaces are
+registered with the vendor's URIs where known, up to the highest index used. Writable signals
+are writable over OPC UA; the others refuse writes.
 
 The PLC's memory (`memory`, the `simulators.plc_model.Memory` the station program runs on) is
 the PLC's own: its OPC UA server mirrors it, with source timestamps from the PLC's clock (`clock`)
@@ -19,6 +20,7 @@ gateway's writes (ack, verdict) land in it.
         sim.endpoint                                           # opc.tcp://127.0.0.1:<port>/
         async with sim.running_program(CycleSpec(mode="handshake")) as program:
             ...                                                # program.truth: what happened
+        await sim.put("request", True)   # PLC memory, and wait until the node holds it
         await sim.restart()      # stop and start on the same port
         await sim.kill()         # vanish at once (connections reset); start() brings it back
         sim.pause(); sim.resume()            # stop answering (reads and writes hang)
@@ -67,7 +69,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.config.loader import bundled_profiles_dir
 from gateway.config.plc import OpcuaSignal
-from gateway.devices.opcua_values import CONFIG_VARIANT
 from simulators.plc_model import CycleSpec, StationProgram
 
 DI: Final = "http://opcfoundation.org/UA/DI/"
@@ -96,6 +97,23 @@ VENDORS: Final[dict[str, Vendor]] = {
     ),
 }
 NULL_TIME: Final = datetime(1601, 1, 1, tzinfo=UTC)
+# What each profile type is in the PLC, written here rather than taken from the adapter so that
+# the simulator stays an independent oracle for it.
+PLC_TYPES: Final[dict[str, ua.VariantType]] = {
+    "bool": ua.VariantType.Boolean,
+    "int8": ua.VariantType.SByte,
+    "uint8": ua.VariantType.Byte,
+    "int16": ua.VariantType.Int16,
+    "uint16": ua.VariantType.UInt16,
+    "int32": ua.VariantType.Int32,
+    "uint32": ua.VariantType.UInt32,
+    "int64": ua.VariantType.Int64,
+    "uint64": ua.VariantType.UInt64,
+    "float32": ua.VariantType.Float,
+    "float64": ua.VariantType.Double,
+    "string": ua.VariantType.String,
+    "datetime": ua.VariantType.DateTime,
+}
 
 
 def _nid(ident: int | str, ns: int = 0) -> ua.NodeId:
@@ -133,7 +151,7 @@ class _Var:
 
     @property
     def vtype(self) -> ua.VariantType:
-        return CONFIG_VARIANT[self.sig.type]
+        return PLC_TYPES[self.sig.type]
 
 
 def _split_dotted(identifier: str) -> list[str]:
@@ -375,9 +393,9 @@ class OpcuaPlcSim:
                 await self._writer
             self._writer = None
         self._pending = asyncio.Queue()
+        await server.stop()
         assert isinstance(server.iserver, _CountingServer)
         await server.iserver.close_sessions()
-        await server.stop()
 
     async def restart(self) -> None:
         await self.stop()

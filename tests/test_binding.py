@@ -266,8 +266,12 @@ def test_every_cycle_is_recorded_exactly_once_whatever_the_interruptions(
         elif what == "reconnect":
             feed(sig(t, True, request=request, ack=False, **data))
         else:  # a restart: the binder's memory is lost, the journal's marks are not
-            if what == "restart_before_commit" and request and records \
-                    and records[-1].endswith(f"SN-{n}"):
+            if (
+                what == "restart_before_commit"
+                and request
+                and records
+                and records[-1].endswith(f"SN-{n}")
+            ):
                 # the record of this cycle had not reached the disk: nothing of it survives
                 records.pop()
                 committed.pop()

@@ -6,12 +6,8 @@ the module: `plc` (the Siemens profile, plus signals of every type and browse-pa
 security and users on). The tests that restart a server (and the one that needs a server without
 security) start a TwinCAT one of their own: a shared server restarted in a test would leave the
 new server's tasks running past it. Module-scoped async fixtures need the tests in the same event
-loop: every test here runs in the module's loop.
-
-The shared leak check of conftest cannot run as it is in such a loop (an autouse fixture without
-loop_scope runs in a per-test loop of its own: it would look at the wrong loop's tasks and
-executor threads), so this module overrides it with the same check run in the module's loop,
-giving each test a default executor of its own instead of shutting the loop's down for good.
+loop: every test here runs in the module's loop (conftest's leak check follows the test's loop
+scope).
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ from gateway.devices.opcua_values import shortest_float32, to_engineering, to_va
 from gateway.events import Signals
 from simulators.plc_model import CycleSpec
 from simulators.plc_opcua import OpcuaPlcSim
-from tests.conftest import LEAK_GRACE_S, _children, _threads
 from tests.helpers_opcua import (
     CYCLE_DATA,
     DEVICE,
@@ -71,29 +66,6 @@ def _own_default_executor() -> Iterator[None]:
         yield
     finally:
         executor.shutdown(wait=False)
-
-
-@pytest_asyncio.fixture(autouse=True, loop_scope="module")
-async def _no_leaks() -> AsyncIterator[None]:
-    """conftest's leak check, in this module's loop (module docstring)."""
-    tasks, threads, children = asyncio.all_tasks(), _threads(), _children()
-    with _own_default_executor():
-        yield
-    me = asyncio.current_task()
-    deadline = time.monotonic() + LEAK_GRACE_S
-    while True:
-        leaked = {t for t in asyncio.all_tasks() - tasks if t is not me and not t.done()}
-        extra_threads, extra_children = _threads() - threads, _children() - children
-        if not (leaked or extra_threads or extra_children) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.02)  # waiting for things that are ending to end
-    for t in leaked:
-        t.cancel()
-    if leaked or extra_threads or extra_children:
-        pytest.fail(
-            f"test leaked tasks {sorted(t.get_name() for t in leaked)}, threads "
-            f"{sorted(t.name for t in extra_threads)}, processes {sorted(extra_children)}"
-        )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -59,11 +59,13 @@ class BindResult:
     events: list[TraceEvent] = field(default_factory=list)
     writes: list[WriteRequest] = field(default_factory=list)
     marks: list[HandshakeMark] = field(default_factory=list)
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # for the log
 
     def extend(self, other: BindResult) -> None:
         self.events += other.events
         self.writes += other.writes
         self.marks += other.marks
+        self.notes += other.notes
 
 
 @dataclass
@@ -142,6 +144,16 @@ class CycleStation:
                 # and raised its request again without an ack. Acknowledge it; never record it
                 # twice.
                 out.writes += self._ack_writes(state.mark, after=None)
+                out.notes.append(
+                    (
+                        "handshake_reacknowledged",
+                        {
+                            "station": self.st.id,
+                            "event_id": state.mark.event_id,
+                            "initial": obs.initial,
+                        },
+                    )
+                )
                 return out
             event, verdict = self._cycle_event(obs)
             state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, verdict)

@@ -84,6 +84,8 @@ class OpcuaDevice:
         self._missing = sorted(planned - set(config.signals))
 
     async def run(self, ctx: DeviceContext) -> None:
+        """One session, until it ends (module docstring); raises DeviceUnavailable or
+        DeviceMisconfigured."""
         cfg = self.config
         if self._missing:
             raise DeviceMisconfigured(f"{cfg.id} has no signals {', '.join(self._missing)}")
@@ -154,7 +156,10 @@ class OpcuaDevice:
             initial = await nodes_.read_values(client, nodes, self._initial_names())
         ctx.emit(Signals(ctx.device_id, time.time(), tuple(initial), initial=True))
         last = {v.name: v for v in initial}
-        # A watched signal that cannot be read now is reported (above), not monitored.
+        # A watched signal that cannot be read now is reported (above), not monitored. Between
+        # that read and the monitored items' creation (one round trip) a pulse can pass unseen;
+        # a level or a counter cannot: the first notification of an item carries its value at
+        # creation, reported when it differs from the one read (see _consume).
         watched = [nodes[n] for n in sorted(self.plan.watch) if last[n].good]
         sub, overflow = None, asyncio.Event()
         if watched:
@@ -284,11 +289,11 @@ class OpcuaDevice:
         session, and so does a subscription that sent nothing (not even its keepalive)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
-        answered = loop.time()
+        answered, subscribed = loop.time(), time.monotonic()  # asyncua's clock for publishes
         while True:
             await asyncio.sleep(cfg.watchdog_s / 2)
-            published = sub.last_publish_at if sub is not None else None
-            if published is not None and loop.time() - published > cfg.watchdog_s:
+            published = (sub.last_publish_at or subscribed) if sub is not None else None
+            if published is not None and time.monotonic() - published > cfg.watchdog_s:
                 raise DeviceUnavailable(
                     f"subscription of {cfg.id} silent for more than {cfg.watchdog_s} s"
                 )

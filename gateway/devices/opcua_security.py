@@ -56,7 +56,6 @@ class AppIdentity:
     private_key: bytes  # PEM
     application_uri: str
     source: Path  # the certificate file
-    generated: bool
     not_after: datetime
 
     @property
@@ -72,14 +71,19 @@ def application_uri_for(device_id: str) -> str:
 async def app_identity(cfg: OpcuaConfig, state_dir: Path, log: Any) -> AppIdentity:
     """The configured certificate, or the kept generated one (made on first use)."""
     if cfg.certificate_file is not None and cfg.private_key_file is not None:
-        return _load(cfg.certificate_file, cfg.private_key_file, generated=False)
+        return _load(cfg.certificate_file, cfg.private_key_file)
     folder = state_dir / "opcua" / cfg.id
     cert_path, key_path = folder / CERT_NAME, folder / KEY_NAME
     if cert_path.is_file() and key_path.is_file():
-        return _load(cert_path, key_path, generated=True)
+        return _load(cert_path, key_path)
     # RSA key generation takes a good part of a second: not on the event loop.
-    await asyncio.to_thread(_generate, cert_path, key_path, application_uri_for(cfg.id), cfg.id)
-    identity = _load(cert_path, key_path, generated=True)
+    try:
+        await asyncio.to_thread(_generate, cert_path, key_path, application_uri_for(cfg.id), cfg.id)
+    except OSError as exc:
+        raise DeviceMisconfigured(
+            f"cannot keep a generated certificate in {folder}: {exc}"
+        ) from exc
+    identity = _load(cert_path, key_path)
     # Once per device, ever: what to trust on the server (S7-1500: certificate manager of
     # the OPC UA server; TwinCAT: the server's PKI "rejected" folder).
     log.info(
@@ -110,7 +114,7 @@ def _generate(cert_path: Path, key_path: Path, app_uri: str, device_id: str) -> 
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
 
 
-def _load(cert_path: Path, key_path: Path, *, generated: bool) -> AppIdentity:
+def _load(cert_path: Path, key_path: Path) -> AppIdentity:
     try:
         cert_bytes, key_bytes = cert_path.read_bytes(), key_path.read_bytes()
     except OSError as exc:
@@ -145,7 +149,6 @@ def _load(cert_path: Path, key_path: Path, *, generated: bool) -> AppIdentity:
         private_key=pem_key,
         application_uri=uris[0],
         source=cert_path,
-        generated=generated,
         not_after=cert.not_valid_after_utc,
     )
 
