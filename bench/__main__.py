@@ -15,6 +15,7 @@ import asyncio
 import platform
 import sys
 import time
+from typing import Any
 
 from bench.ceiling import raw_paho_qos1
 from bench.common import Figure, Report
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backlog", type=int, default=None)
+    parser.add_argument("--no-plc", action="store_true", help="skip the PLC benchmarks")
     args = parser.parse_args(argv)
     n = 30_000 if args.quick else 200_000
     backlog = args.backlog or (100_000 if args.quick else 1_000_000)
@@ -127,10 +129,99 @@ def main(argv: list[str] | None = None) -> int:
                 rp["ready_s"] <= 2,
             )
         )
+        if not args.no_plc:
+            _plc(report, host, port, quick=args.quick)
     print()
     print(report.table())
     print(f"\nraw figures: {report.save('latest')}")
     return 0 if all(f.ok is not False for f in report.figures) else 1
+
+
+def _plc(report: Report, host: str, port: int, *, quick: bool) -> None:
+    from bench import handshake
+    from bench.modbus import modbus_polls
+    from bench.opcua import opcua_changes
+
+    seconds = 2.0 if quick else 5.0
+    print("OPC UA value changes ingested (server in its own process) ...", flush=True)
+    oc = asyncio.run(opcua_changes(seconds))
+    report.add(
+        Figure(
+            "OPC UA changes ingested",
+            oc["ingested_changes_per_s"],
+            "changes/s",
+            "",
+            oc["server_changes_per_s"],
+            oc["lost"] == 0,
+            note=f"{oc['lost']} lost",
+        )
+    )
+    report.add(
+        Figure(
+            "OPC UA CPU per 1,000 changes/s", oc["cpu_s_per_1000_changes"] * 1000, "ms of CPU per s"
+        )
+    )
+    print("Modbus polls per connection (vs the raw pymodbus client) ...", flush=True)
+    mb = _modbus(modbus_polls, seconds)
+    report.add(
+        Figure(
+            "Modbus polls per connection",
+            mb["device_polls_per_s"],
+            "polls/s",
+            "",
+            mb["raw_polls_per_s"],
+        )
+    )
+    report.add(
+        Figure(
+            "Modbus CPU per 1,000 values/s", mb["cpu_s_per_1000_values"] * 1000, "ms of CPU per s"
+        )
+    )
+    cycles = 100 if quick else 300
+    for name, run in (("OPC UA", handshake.opcua), ("Modbus", handshake.modbus)):
+        print(f"{name} handshake: request -> ack, commit in the path ...", flush=True)
+        hs = asyncio.run(run(host, port, cycles))
+        report.add(Figure(f"{name} request -> ack p50", hs["latency_ms_p50"], "ms"))
+        report.add(
+            Figure(
+                f"{name} request -> ack p99",
+                hs["latency_ms_p99"],
+                "ms",
+                "<= 20 ms",
+                None,
+                hs["latency_ms_p99"] <= 20,
+            )
+        )
+
+
+def _modbus(modbus_polls: Any, seconds: float) -> dict[str, Any]:
+    """The Modbus figures with the simulator in a process of its own (CPU is the gateway's)."""
+    import re
+    import subprocess
+
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulators.plc_modbus",
+            "--profile",
+            "plcs/generic-modbus-tcp",
+            "--port",
+            "0",
+            "--static",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        found = re.search(r"listening on ([^:]+):(\d+)", sim.stdout.readline())
+        if found is None:
+            raise RuntimeError("the Modbus simulator did not start")
+        return dict(asyncio.run(modbus_polls(found[1], int(found[2]), seconds)))
+    finally:
+        sim.terminate()
+        sim.wait(10)
 
 
 if __name__ == "__main__":

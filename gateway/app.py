@@ -23,7 +23,7 @@ from gateway.binding import Binder, plans
 from gateway.config import ConfigError, LoadedConfig, load_line
 from gateway.config.base import DeviceBase
 from gateway.config.models import LineConfig
-from gateway.devices import REGISTRY
+from gateway.devices import factory
 from gateway.devices.base import DevicePlan
 from gateway.events import EventContext
 from gateway.forward.mqtt import Forwarder
@@ -178,7 +178,7 @@ class Gateway:
         assert self.binder_loop is not None and self.journal is not None
         sup = self.config.supervision
         plan = self._plans.get(dev.id, DevicePlan())
-        adapter = REGISTRY[dev.kind](dev, plan, self.journal.path.parent)  # type: ignore[attr-defined]
+        adapter = factory(dev.kind)(dev, plan, self.journal.path.parent)  # type: ignore[attr-defined]
         self._adapters[dev.id] = adapter
         self._device_tasks[dev.id] = tg.create_task(
             supervise_device(

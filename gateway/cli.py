@@ -100,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return gateway.outbox_cli.main(args)
         if args.command == "simulate":
-            import gateway.demo
+            import gateway.simulate
 
-            return gateway.demo.simulate_main(args)
+            return gateway.simulate.simulate_main(args)
         if args.command == "demo":
             import gateway.demo
 

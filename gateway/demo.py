@@ -1,17 +1,15 @@
-"""`tracegate demo` and `tracegate simulate`: a line you can run without hardware.
+"""`tracegate demo`: a line you can run without hardware.
 
 The demo starts a private Mosquitto on a free port (or uses `--broker`), a simulated fixed-mount
 TCP scanner and a simulated USB handheld on a pty pair, the gateway with the bundled line file
 `device_profiles/lines/demo.yaml` pointed at them, and a subscriber that prints every event as
-the broker delivers it. `simulate` starts simulators for the scanner devices of any line file.
+the broker delivers it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ipaddress
 import json
 import os
 import random
@@ -215,55 +213,3 @@ async def _demo(
         finally:
             printer.stop()
         print(f"Demo stopped: {printer.count} events delivered.", flush=True)
-
-
-def simulate_main(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config)
-    if loaded is None:
-        return EX_CONFIG
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_simulate(loaded, args.rate))
-    return EX_OK
-
-
-async def _simulate(loaded: LoadedConfig, rate: float) -> None:
-    sims: list[tuple[str, ScannerSim]] = []
-    for d in loaded.config.devices:
-        if isinstance(d, TcpScannerConfig):
-            if not _is_local(d.host):
-                print(f"{d.id}: skipped, {d.host} is not this machine", flush=True)
-                continue
-            term = "cr" if d.framing.terminator == "cr" else "crlf"
-            sims.append((d.id, TcpScannerSim(d.host, d.port, terminator=term)))
-        elif isinstance(d, SerialScannerConfig):
-            sims.append((d.id, SerialScannerSim(link=_free_link(Path(d.port)))))
-    async with contextlib.AsyncExitStack() as stack:
-        for dev, sim in sims:
-            await stack.enter_async_context(sim)
-            where = f"127.0.0.1:{sim.port}" if isinstance(sim, TcpScannerSim) else sim.path  # type: ignore[attr-defined]
-            print(f"{dev}: simulated on {where}", flush=True)
-        if not sims:
-            print("no scanner device of this line can be simulated here", flush=True)
-            return
-        gen = CodeGenerator(1)
-        async with asyncio.TaskGroup() as tg:
-            for _, sim in sims:
-                tg.create_task(
-                    _feed(sim, [gen.make("gs1_datamatrix") for _ in range(100_000)], rate)
-                )
-
-
-def _free_link(port: Path) -> Path | None:
-    """The configured port path, if the simulator may create it as a link to its pty."""
-    if port.parent.is_dir() and os.access(port.parent, os.W_OK) and not port.exists():
-        return port
-    return None
-
-
-def _is_local(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -181,3 +181,19 @@ def test_cli_runs_as_module() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("tracegate ")
+
+
+def test_opcua_file_paths_are_resolved_like_mqtt_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        "gateway: {id: g, site: s, line: l}\n"
+        "devices:\n"
+        "  - {id: plc, kind: opcua, endpoint: 'opc.tcp://h:4840', username: u,\n"
+        "     password_file: plc-pw, certificate_file: certs/c.der, private_key_file: k.pem}\n"
+    )
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tracegate.service")
+    dev = load_line(line).config.devices[0]
+    assert dev.password_file == Path("/run/credentials/tracegate.service/plc-pw")  # type: ignore[union-attr]
+    assert dev.certificate_file == tmp_path / "certs/c.der"  # type: ignore[union-attr]

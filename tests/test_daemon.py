@@ -20,7 +20,7 @@ from gateway.systemd import Notifier
 from simulators.broker import Mosquitto
 from simulators.codes import CodeGenerator
 from simulators.scanner import TcpScannerSim
-from tests.helpers import ROOT, GatewayProcess, cam_line, line_file, wait_for
+from tests.helpers import ROOT, GatewayProcess, cam_line, line_file, subscriber, wait_for
 
 
 class NotifyListener:
@@ -241,3 +241,77 @@ def test_a_corrupt_journal_is_refused_with_exit_74_and_kept(
     unusable = [lg for lg in logs if lg["event"] == "journal_unusable"]
     assert unusable and str(journal) in unusable[0]["error"]
     assert journal.read_bytes().startswith(b"SQLite format 3")  # never wiped or recreated
+
+
+async def test_simulate_serves_a_line_of_plcs_that_the_gateway_then_records(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The user's path: `tracegate simulate` for a line with an OPC UA press (handshake) and a
+    Modbus nutrunner (counter trigger), then `tracegate run` on the same line file."""
+    from simulators.broker import free_port
+
+    opc_port, mb_port = free_port(), free_port()
+    path = line_file(
+        tmp_path,
+        broker,
+        devices=[
+            {
+                "id": "press",
+                "profile": "plcs/siemens-s7-1500",
+                "endpoint": f"opc.tcp://127.0.0.1:{opc_port}",
+            },
+            {
+                "id": "nut",
+                "profile": "plcs/generic-modbus-tcp",
+                "host": "127.0.0.1",
+                "port": mb_port,
+            },
+        ],
+        stations=[
+            {
+                "id": "st30",
+                "identity": {"signal": {"device": "press", "signal": "part_id"}},
+                "handshake": {
+                    "device": "press",
+                    "request": "request",
+                    "ack": "ack",
+                    "verdict": "verdict",
+                },
+                "parameters": [{"device": "press", "signal": "torque"}],
+            },
+            {
+                "id": "st40",
+                "trigger": {"device": "nut", "signal": "cycle_counter", "edge": "change"},
+                "parameters": [{"device": "nut", "signal": "torque"}],
+            },
+        ],
+    )
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "simulate",
+        "-c",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    gw = GatewayProcess(path, tmp_path / "gw.log")
+    try:
+        assert sim.stdout is not None
+        announced = [(await sim.stdout.readline()).decode() for _ in range(2)]
+        with subscriber(broker, "tracegate/#") as sub:
+            gw.start()
+            await wait_for(
+                lambda: {e["station"] for e in sub.events("step.completed")} >= {"st30", "st40"},
+                30,
+                "cycles of both PLCs",
+            )
+            assert await asyncio.to_thread(gw.terminate) == 0
+    finally:
+        gw.cleanup()
+        if sim.returncode is None:
+            sim.send_signal(signal.SIGINT)
+            await asyncio.wait_for(sim.wait(), 10)
+    assert any("press: simulated PLC (handshake" in line for line in announced)
+    assert any("nut: simulated PLC (trigger" in line for line in announced)

@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from gateway.config.plc import ModbusConfig
-from gateway.devices import REGISTRY
+from gateway.devices import factory
 from gateway.devices.base import DeviceMisconfigured, DeviceUnavailable, WriteFailed
 from gateway.devices.modbus import ModbusDevice
 from gateway.events import Signals
@@ -122,7 +122,7 @@ async def started(ctx: PlcContext) -> Signals:
 
 def test_registry_maps_modbus() -> None:
     config = modbus_config(502, {})
-    assert isinstance(REGISTRY["modbus"](config, plan([]), STATE), ModbusDevice)
+    assert isinstance(factory("modbus")(config, plan([]), STATE), ModbusDevice)
 
 
 # --- values ------------------------------------------------------------------------------------

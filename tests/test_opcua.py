@@ -27,7 +27,7 @@ import structlog
 from asyncua import ua
 
 from gateway.config.plc import OpcuaSignal
-from gateway.devices import REGISTRY
+from gateway.devices import factory
 from gateway.devices import opcua as opcua_module
 from gateway.devices.base import DeviceMisconfigured, DeviceUnavailable, WriteFailed
 from gateway.devices.opcua import OpcuaDevice
@@ -107,7 +107,7 @@ def raised(ctx: CollectingContext) -> list[Signals]:
 
 
 async def test_registry_makes_an_opcua_device(plc: OpcuaPlcSim, tmp_path: Path) -> None:
-    made = REGISTRY["opcua"](config(plc), plan(["request"]), tmp_path)
+    made = factory("opcua")(config(plc), plan(["request"]), tmp_path)
     assert isinstance(made, OpcuaDevice)
 
 

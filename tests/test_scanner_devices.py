@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.devices import REGISTRY
+from gateway.devices import factory
 from gateway.devices.base import DeviceMisconfigured, DevicePlan, DeviceUnavailable
 from gateway.devices.serial_scanner import SerialScanner
 from gateway.devices.tcp_scanner import TcpScanner, enable_keepalive
@@ -25,9 +25,9 @@ GS1_TEXT = "]d2010401234500001621SN-0001\x1d10LOT7\x1d17281231"
 def test_registry_maps_scanner_kinds() -> None:
     plan, state = DevicePlan(), Path("/nonexistent")
     assert isinstance(
-        REGISTRY["serial_scanner"](serial_config("/dev/null"), plan, state), SerialScanner
+        factory("serial_scanner")(serial_config("/dev/null"), plan, state), SerialScanner
     )
-    assert isinstance(REGISTRY["tcp_scanner"](tcp_config(9), plan, state), TcpScanner)
+    assert isinstance(factory("tcp_scanner")(tcp_config(9), plan, state), TcpScanner)
 
 
 # --- serial ----------------------------------------------------------------------------------

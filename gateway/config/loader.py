@@ -536,13 +536,29 @@ class _Loader:
                     "key_file": rel(tls.key_file),
                 }
             )
-        pw = mqtt.password_file
-        if pw is not None and not pw.is_absolute():
+
+        def secret(p: Path | None) -> Path | None:
+            if p is None or p.is_absolute():
+                return p
             # systemd LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY.
             cred = os.environ.get("CREDENTIALS_DIRECTORY")
-            pw = Path(cred) / pw if cred else base / pw
-        mqtt = mqtt.model_copy(update={"tls": tls, "password_file": pw})
-        return config.model_copy(update={"journal": journal, "mqtt": mqtt})
+            return Path(cred) / p if cred else base / p
+
+        mqtt = mqtt.model_copy(update={"tls": tls, "password_file": secret(mqtt.password_file)})
+        devices = [
+            d.model_copy(
+                update={
+                    "certificate_file": rel(d.certificate_file),
+                    "private_key_file": rel(d.private_key_file),
+                    "server_certificate_file": rel(d.server_certificate_file),
+                    "password_file": secret(d.password_file),
+                }
+            )
+            if isinstance(d, OpcuaConfig)
+            else d
+            for d in config.devices
+        ]
+        return config.model_copy(update={"journal": journal, "mqtt": mqtt, "devices": devices})
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -129,7 +129,11 @@ class OpcuaConfig(DeviceBase):
         None, description="The server's certificate, to trust only it (optional)."
     )
     username: str | None = Field(None, min_length=1, description="User name; empty: anonymous.")
-    password_file: Path | None = Field(None, description="File holding the password (first line).")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the password (first line); relative: read from "
+        "$CREDENTIALS_DIRECTORY under systemd, else next to the line file.",
+    )
     password_env: str | None = Field(
         None, min_length=1, description="Environment variable holding the password."
     )

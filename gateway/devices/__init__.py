@@ -10,21 +10,27 @@ keep files, e.g. a generated OPC UA certificate), and returns a `Device`
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.devices.base import Device, DevicePlan
-from gateway.devices.modbus import ModbusDevice
-from gateway.devices.opcua import OpcuaDevice
-from gateway.devices.serial_scanner import SerialScanner
-from gateway.devices.tcp_scanner import TcpScanner
 
 Factory = Callable[[Any, DevicePlan, Path], Device]
 
-REGISTRY: dict[str, Factory] = {
-    "serial_scanner": lambda config, plan, state_dir: SerialScanner(config),
-    "tcp_scanner": lambda config, plan, state_dir: TcpScanner(config),
-    "opcua": OpcuaDevice,
-    "modbus": ModbusDevice,
+# kind -> "module:class". Imported on first use: a line without PLCs never loads asyncua or
+# pymodbus (tens of MiB, and start-up time).
+REGISTRY: dict[str, str] = {
+    "serial_scanner": "gateway.devices.serial_scanner:SerialScanner",
+    "tcp_scanner": "gateway.devices.tcp_scanner:TcpScanner",
+    "opcua": "gateway.devices.opcua:OpcuaDevice",
+    "modbus": "gateway.devices.modbus:ModbusDevice",
 }
+
+
+def factory(kind: str) -> Factory:
+    """The adapter class of `kind`: called as `(config, plan, state_dir)`."""
+    module, _, name = REGISTRY[kind].partition(":")
+    cls: Factory = getattr(importlib.import_module(module), name)
+    return cls

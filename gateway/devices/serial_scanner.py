@@ -19,13 +19,14 @@ import os
 import stat
 import termios
 import time
+from pathlib import Path
 from typing import Final
 
 import serial
 import serial_asyncio_fast
 
 from gateway.config.models import SerialScannerConfig
-from gateway.devices.base import DeviceContext, DeviceMisconfigured, DeviceUnavailable
+from gateway.devices.base import DeviceContext, DeviceMisconfigured, DevicePlan, DeviceUnavailable
 from gateway.devices.framing import FrameHandler
 from gateway.log import get_logger
 
@@ -51,7 +52,13 @@ class SerialScanner:
     """Reads framed codes from one serial port. One instance per configured device; the
     supervisor calls `run` again after each failure."""
 
-    def __init__(self, config: SerialScannerConfig) -> None:
+    def __init__(
+        self,
+        config: SerialScannerConfig,
+        plan: DevicePlan | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        """`plan` and `state_dir` are in every adapter's signature; scanners need neither."""
         self.config = config
         self._log = get_logger(__name__, device=config.id)
         self._frames = FrameHandler(config.framing, config.id, self._log)

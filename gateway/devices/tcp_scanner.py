@@ -15,10 +15,11 @@ import contextlib
 import socket
 import time
 from asyncio.trsock import TransportSocket
+from pathlib import Path
 from typing import Final
 
 from gateway.config.models import TcpScannerConfig
-from gateway.devices.base import DeviceContext, DeviceUnavailable
+from gateway.devices.base import DeviceContext, DevicePlan, DeviceUnavailable
 from gateway.devices.framing import FrameHandler
 from gateway.log import get_logger
 
@@ -32,7 +33,13 @@ class TcpScanner:
     """Reads framed codes from one scanner's TCP result channel. One instance per configured
     device; the supervisor calls `run` again after each failure."""
 
-    def __init__(self, config: TcpScannerConfig) -> None:
+    def __init__(
+        self,
+        config: TcpScannerConfig,
+        plan: DevicePlan | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        """`plan` and `state_dir` are in every adapter's signature; scanners need neither."""
         self.config = config
         self._log = get_logger(__name__, device=config.id)
         self._frames = FrameHandler(config.framing, config.id, self._log)
