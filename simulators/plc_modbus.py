@@ -426,6 +426,10 @@ class ModbusPlcSim:
             for unit in self.specs
         ]
 
+    async def serve(self) -> None:
+        """Serve again after `stop_serving` (the PLC back on the network)."""
+        await self._serve()
+
     async def _serve(self) -> None:
         server: _TcpServer | _SerialServer
         if self.transport == "rtu":

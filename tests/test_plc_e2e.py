@@ -25,7 +25,14 @@ PROFILE = "plcs/generic-modbus-tcp"
 
 
 def plc_line(
-    tmp_path: Path, broker: Mosquitto, port: int, *, mode: str = "handshake", **kw: Any
+    tmp_path: Path,
+    broker: Mosquitto,
+    port: int,
+    *,
+    mode: str = "handshake",
+    devices: tuple[dict[str, Any], ...] = (),
+    stations: tuple[dict[str, Any], ...] = (),
+    **kw: Any,
 ) -> Path:
     cycle_end: dict[str, Any]
     if mode == "handshake":
@@ -50,7 +57,8 @@ def plc_line(
                 "host": "127.0.0.1",
                 "port": port,
                 "poll_groups": {"default": {"period_ms": 20}, "handshake": {"period_ms": 10}},
-            }
+            },
+            *devices,
         ],
         stations=[
             {
@@ -65,7 +73,8 @@ def plc_line(
                     {"device": "press", "signal": "temperature"},
                 ],
                 "result": {"device": "press", "signal": "result", "ok_values": [1]},
-            }
+            },
+            *stations,
         ],
         **kw,
     )
@@ -195,3 +204,50 @@ async def test_sigkill_during_handshakes_records_each_cycle_once_and_acks_every_
     # with the recorded data, and the gateway acknowledged it without a second record.
     reacked = sum(1 for lg in gw.logs() if lg.get("event") == "handshake_reacknowledged")
     assert reacked >= 3, f"only {reacked} kills landed between a commit and its ack"
+
+
+async def test_a_dead_plc_never_stops_the_scanner_and_comes_back(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    from simulators.codes import CodeGenerator
+    from simulators.scanner import TcpScannerSim
+
+    gen = CodeGenerator(seed=12)
+    spec = CycleSpec(mode="handshake", cycle_time_s=0.05, ack_timeout_s=30, seed=7)
+    async with (
+        ModbusPlcSim(PROFILE, units={1: spec}, cycles=None) as plc,
+        TcpScannerSim(terminator="crlf") as cam,
+    ):
+        path = plc_line(
+            tmp_path,
+            broker,
+            plc.port,
+            devices=(
+                {
+                    "id": "cam-1",
+                    "profile": "scanners/cognex-dataman-370",
+                    "host": "127.0.0.1",
+                    "port": cam.port,
+                },
+            ),
+            stations=({"id": "st10", "identity": {"sources": ["cam-1"]}},),
+        )
+        with subscriber(broker, "tracegate/#") as sub:
+            async with running_gateway(path):
+                await wait_for(lambda: records(sub) >= 3, 10, "PLC cycles")
+                await plc.stop_serving()  # the PLC's network goes away; its program goes on
+                await wait_for(
+                    lambda: any(
+                        e["detail"]["state"] == "disconnected" for e in sub.events("device.state")
+                    ),
+                    10,
+                    "noticed",
+                )
+                for _ in range(5):
+                    await cam.send(gen.gs1_datamatrix())
+                await wait_for(lambda: len(sub.events("identified")) == 5, 10, "scans go on")
+                before = records(sub)
+                await plc.serve()  # back on the network
+                await wait_for(lambda: records(sub) > before, 15, "PLC cycles again")
+    keys = [e["ids"][0]["value"] for e in sub.events("step.completed")]
+    assert len(keys) == len(set(keys))  # the cycle waiting during the outage: recorded once
