@@ -197,12 +197,11 @@ class Gateway:
             self.forwarder.set_device_status(device, state, detail)
 
     async def _stop_devices(self, ids: list[str]) -> None:
-        tasks = [self._device_tasks.pop(i) for i in ids if i in self._device_tasks]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        pending = {self._device_tasks.pop(i) for i in ids if i in self._device_tasks}
+        while pending:
+            for t in pending:  # again each round: a library may swallow a cancellation
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
         for i in ids:
             self._device_states.pop(i, None)
             self._adapters.pop(i, None)

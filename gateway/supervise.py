@@ -14,7 +14,12 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.devices.base import Device, DeviceMisconfigured, DeviceUnavailable
+from gateway.devices.base import (
+    Device,
+    DeviceMisconfigured,
+    DeviceUnavailable,
+    reraise_swallowed_cancel,
+)
 from gateway.events import DeviceState, Observation
 from gateway.log import Throttle, get_logger
 
@@ -94,6 +99,7 @@ async def supervise_device(
             on_state(dev, new, detail)
 
     while True:
+        reraise_swallowed_cancel()
         ctx = _Context(device_id, emit, state)
         try:
             await device.run(ctx)

@@ -535,3 +535,30 @@ async def test_a_plan_naming_unknown_signals_is_misconfigured() -> None:
         exc = await failure(task)
     assert isinstance(exc, DeviceMisconfigured)
     assert str(exc) == "device plc-1 has no signal 'request', 'x' (used by a station)"
+
+
+async def test_a_fast_polling_device_always_stops_when_cancelled() -> None:
+    """Python 3.11's asyncio.wait_for (inside pymodbus) loses a cancellation that arrives as a
+    response completes. A device polling back to back must still stop on every cancel: the
+    poll loop re-raises a cancellation a library swallowed."""
+    from gateway.config.plc import PollGroup
+
+    async with ModbusPlcSim(GENERIC) as sim:
+        config = profile_config(GENERIC, port=sim.port)
+        config = config.model_copy(
+            update={
+                "poll_groups": {
+                    "default": PollGroup.model_construct(period_ms=0),
+                    "handshake": PollGroup.model_construct(period_ms=0),
+                }
+            }
+        )
+        for i in range(30):
+            device = ModbusDevice(config, plan(["request", "cycle_counter"]), STATE)
+            ctx = PlcContext()
+            task = asyncio.create_task(device.run(ctx))
+            await ctx.wait_initial()  # connected and read once: polling is under way
+            await asyncio.sleep(0.002 * (i % 10))  # somewhere in the stream of requests
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2)
+            assert done, f"cancel {i} was ignored: the device polls on"

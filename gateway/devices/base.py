@@ -24,6 +24,7 @@ in the signal's own data type, on the current connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -85,3 +86,15 @@ class PlcDevice(Device, Protocol):
 
 
 DeviceFactory = Callable[..., Device]
+
+
+def reraise_swallowed_cancel() -> None:
+    """Raise CancelledError if this task was cancelled and a library swallowed it.
+
+    Python 3.11's `asyncio.wait_for` loses a cancellation that arrives just as the awaited
+    future completes (fixed in 3.12); pymodbus and asyncua await every response with it. A
+    device polling thousands of times a second then sometimes ignores its cancel and runs on,
+    holding up a stop or a reload. Every adapter loop calls this once per iteration."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -40,6 +40,7 @@ from gateway.devices.base import (
     DevicePlan,
     DeviceUnavailable,
     WriteFailed,
+    reraise_swallowed_cancel,
 )
 from gateway.devices.modbus_codec import Codec, CodecError, Raw, Read, ReadPlan, plan_reads
 from gateway.devices.serial_scanner import resolve_port
@@ -318,6 +319,7 @@ class ModbusDevice:
             await line.lost.wait()
             raise DeviceUnavailable(f"connection to {line.where} lost")
         while True:
+            reraise_swallowed_cancel()
             group = min(due, key=due.__getitem__)
             delay = due[group] - loop.time()
             if delay > 0:

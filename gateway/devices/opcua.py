@@ -48,6 +48,7 @@ from gateway.devices.base import (
     DevicePlan,
     DeviceUnavailable,
     WriteFailed,
+    reraise_swallowed_cancel,
 )
 from gateway.devices.opcua_nodes import Node
 from gateway.devices.opcua_session import close_session, make_client, open_session, public_url
@@ -234,6 +235,7 @@ class OpcuaDevice:
     ) -> None:
         reported_first: set[int] = set()
         async for event in sub:
+            reraise_swallowed_cancel()
             if isinstance(event, StatusChangeEvent):
                 status = event.notification.Status.name
                 raise DeviceUnavailable(f"subscription of {self.config.id} ended: {status}")
@@ -292,6 +294,7 @@ class OpcuaDevice:
         answered, subscribed = loop.time(), time.monotonic()  # asyncua's clock for publishes
         while True:
             await asyncio.sleep(cfg.watchdog_s / 2)
+            reraise_swallowed_cancel()
             published = (sub.last_publish_at or subscribed) if sub is not None else None
             if published is not None and time.monotonic() - published > cfg.watchdog_s:
                 raise DeviceUnavailable(
