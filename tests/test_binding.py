@@ -281,3 +281,14 @@ def test_every_cycle_is_recorded_exactly_once_whatever_the_interruptions(
     assert sorted(records, key=lambda r: int(r.rsplit("-", 1)[1])) == [
         f"(01)09506000134352(21)SN-{n}" for n in raised
     ]
+
+
+def test_an_unreadable_request_is_reported_once_per_episode() -> None:
+    b = Binder(line(**HANDSHAKE))
+    bad = Signals("press", 1.0, (SignalValue("request", None, "BadNodeIdUnknown"),))
+    [ev] = b.process(bad).events
+    assert ev.type == "handshake.error" and ev.reason == "signal_unreadable"
+    assert ev.detail["status"] == "BadNodeIdUnknown"
+    assert b.process(bad).events == []  # once
+    b.process(sig(2.0, True, request=False, ack=False))  # readable again
+    assert len(b.process(bad).events) == 1  # a new episode

@@ -92,6 +92,7 @@ class CycleStation:
         self.pattern = re.compile(ident.plain_pattern) if ident and ident.plain_pattern else None
         self.device = st.trigger.device if st.trigger else st.handshake.device  # type: ignore[union-attr]
         self._last_trigger: Any = None
+        self._unreadable_since: float | None = None
         self._hs = _Handshake(mark=mark)
         self.pending_scan: Identity | None = None  # latest scan from the station's scanners
 
@@ -107,12 +108,35 @@ class CycleStation:
             return self._trigger(obs)
         return self._handshake(obs)
 
+    def _unreadable(self, v: SignalValue, obs: Signals) -> BindResult:
+        """The signal that ends this station's cycles cannot be read: say so, once per episode
+        (cycles ending meanwhile cannot be seen; the PLC's own state says whether it waits)."""
+        if self._unreadable_since is not None:
+            return BindResult()
+        self._unreadable_since = obs.time
+        return BindResult(
+            events=[
+                TraceEvent(
+                    "handshake.error" if self.st.handshake else "trigger.error",
+                    obs.time,
+                    self.st.id,
+                    self.st.step_name,
+                    self.st.work_order,
+                    reason="signal_unreadable",
+                    detail={"device": obs.device, "signal": v.name, "status": v.status},
+                )
+            ]
+        )
+
     def _trigger(self, obs: Signals) -> BindResult:
         trig = self.st.trigger
         assert trig is not None
         v = obs.get(trig.signal)
-        if v is None or not v.good:
+        if v is not None and not v.good:
+            return self._unreadable(v, obs)
+        if v is None:
             return BindResult()
+        self._unreadable_since = None
         prev, self._last_trigger = self._last_trigger, v.value
         if prev is None:  # no baseline yet (first connect): a level is not an edge
             return BindResult()
@@ -130,8 +154,11 @@ class CycleStation:
         hs = self.st.handshake
         assert hs is not None
         req = obs.get(hs.request)
-        if req is None or not req.good:
+        if req is not None and not req.good:
+            return self._unreadable(req, obs)
+        if req is None:
             return BindResult()
+        self._unreadable_since = None
         out = BindResult()
         state = self._hs
         if req.value:
