@@ -69,6 +69,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.config.loader import bundled_profiles_dir
 from gateway.config.plc import OpcuaSignal
+from simulators import cli
 from simulators.plc_model import CycleSpec, StationProgram
 
 DI: Final = "http://opcfoundation.org/UA/DI/"
@@ -684,15 +685,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        asyncio.run(_main(args))
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(_main, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

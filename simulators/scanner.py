@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from simulators import cli
 from simulators.codes import KINDS, GeneratedCode
 from simulators.scenario import (
     TERMINATORS,
@@ -515,15 +516,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        asyncio.run(_main(args))
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(_main, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

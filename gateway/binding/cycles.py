@@ -128,15 +128,23 @@ class CycleStation:
             ]
         )
 
+    def _ending_signal(self, name: str, obs: Signals) -> SignalValue | BindResult:
+        """The value of the signal that ends cycles, if this observation has a good one; else
+        what to report (nothing, or the signal being unreadable)."""
+        v = obs.get(name)
+        if v is None:
+            return BindResult()
+        if not v.good:
+            return self._unreadable(v, obs)
+        self._unreadable_since = None
+        return v
+
     def _trigger(self, obs: Signals) -> BindResult:
         trig = self.st.trigger
         assert trig is not None
-        v = obs.get(trig.signal)
-        if v is not None and not v.good:
-            return self._unreadable(v, obs)
-        if v is None:
-            return BindResult()
-        self._unreadable_since = None
+        v = self._ending_signal(trig.signal, obs)
+        if isinstance(v, BindResult):
+            return v
         prev, self._last_trigger = self._last_trigger, v.value
         if prev is None:  # no baseline yet (first connect): a level is not an edge
             return BindResult()
@@ -153,12 +161,9 @@ class CycleStation:
     def _handshake(self, obs: Signals) -> BindResult:
         hs = self.st.handshake
         assert hs is not None
-        req = obs.get(hs.request)
-        if req is not None and not req.good:
-            return self._unreadable(req, obs)
-        if req is None:
-            return BindResult()
-        self._unreadable_since = None
+        req = self._ending_signal(hs.request, obs)
+        if isinstance(req, BindResult):
+            return req
         out = BindResult()
         state = self._hs
         if req.value:
