@@ -36,6 +36,7 @@ from gateway.events import Identity
 
 from . import gs1
 from .aim import Symbology, split_aim
+from .epc import EpcDecoded, decode_epc, epc_identity
 from .gs1 import gs1_key_sgtin, gs1_key_sscc
 from .reasons import REASONS, SCHEMES, IdentifierRejected, excerpt
 
@@ -43,7 +44,10 @@ __all__ = [
     "MAX_CODE_CHARS",
     "REASONS",
     "SCHEMES",
+    "EpcDecoded",
     "IdentifierRejected",
+    "decode_epc",
+    "epc_identity",
     "gs1_key_sgtin",
     "gs1_key_sscc",
     "parse_code",

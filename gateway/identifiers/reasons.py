@@ -43,8 +43,8 @@ REASONS: Final = (
     "unrecognized",
 )
 
-# Identity schemes a station may accept (the config's `Scheme` literal mirrors this).
-SCHEMES: Final = ("sgtin", "sscc", "lgtin", "gtin", "plain")
+# Identity schemes (gateway.config.base's CodeScheme and TagScheme literals mirror them).
+SCHEMES: Final = ("sgtin", "sscc", "lgtin", "gtin", "plain", "sgln", "grai", "giai", "epc")
 
 
 class IdentifierRejected(ValueError):
