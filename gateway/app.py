@@ -29,7 +29,7 @@ from gateway.events import EventContext
 from gateway.forward.mqtt import Forwarder
 from gateway.journal import Journal
 from gateway.log import get_logger
-from gateway.pipeline import BinderLoop, ObservationQueue, Writer, tick
+from gateway.pipeline import BinderLoop, ObservationQueue, Writer, tick, tick_period
 from gateway.supervise import Backoff, supervise_device
 from gateway.systemd import Notifier
 
@@ -113,6 +113,9 @@ class Gateway:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
 
+    def _tick_period(self) -> float:
+        return tick_period([st.portal.quiet_time_ms for st in self.config.stations if st.portal])
+
     async def _run_with(self, journal: Journal) -> None:
         cfg = self.config
         queue = ObservationQueue(cfg.supervision.queue_size)
@@ -125,7 +128,7 @@ class Gateway:
                 tg.create_task(journal.run(), name="journal"),
                 tg.create_task(self.binder_loop.run(), name="binder"),
                 tg.create_task(writer.run(), name="writer"),
-                tg.create_task(tick(queue), name="tick"),
+                tg.create_task(tick(queue, self._tick_period), name="tick"),
             ]
             self._start_forwarder(tg)
             for dev in cfg.devices:
@@ -252,7 +255,9 @@ class Gateway:
         self.loaded = new
         assert self.journal is not None and self.binder_loop is not None
         self.journal.ctx = event_context(new)
-        self.binder_loop.binder = Binder(cfg, marks=self.binder_loop.binder.marks())
+        binder = Binder(cfg, marks=self.binder_loop.binder.marks())
+        binder.adopt_passes(self.binder_loop.binder)
+        self.binder_loop.binder = binder
         self._plans = new_plans
         if cfg.mqtt != old.mqtt and self.forwarder is not None:
             self._fwd_task.cancel()

@@ -126,6 +126,32 @@ class WriteDone:
 
 
 @dataclass(frozen=True, slots=True)
+class TagRead:
+    """One tag report of an RFID reader: `epc` in lowercase hex; `antenna` 1-based; `rssi` the
+    peak RSSI in dBm; `seen_count` how often the reader saw it for this report; `first_seen` /
+    `last_seen` in seconds since the epoch, by the reader's clock (None when not reported)."""
+
+    device: str
+    time: float
+    epc: str
+    antenna: int | None = None
+    rssi: float | None = None
+    seen_count: int = 1
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gpi:
+    """A reader input changed (a light barrier, a switch)."""
+
+    device: str
+    time: float
+    port: int
+    state: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The passing of time, for the binder's timeouts (it has no clock of its own)."""
 
@@ -133,7 +159,7 @@ class Tick:
     device: str = ""
 
 
-Observation = Scan | NoRead | DeviceState | Loss | Signals | WriteDone | Tick
+Observation = Scan | NoRead | DeviceState | Loss | Signals | WriteDone | TagRead | Gpi | Tick
 
 
 # --- trace events (binding -> journal -> forwarder) ------------------------------------------

@@ -96,6 +96,7 @@ class Writer:
         self._report = report
         self._queues: dict[str, asyncio.Queue[tuple[WriteRequest, asyncio.Future[Any] | None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._pulses: dict[tuple[str, str], int] = {}  # (device, signal) -> latest pulse number
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -127,7 +128,25 @@ class Writer:
             except (WriteFailed, TimeoutError) as exc:
                 error = str(exc) or f"no answer within {WRITE_TIMEOUT_S} s"
                 log.warning("write_failed", device=req.device, signal=req.signal, error=error)
+            if error is None and req.pulse_s is not None:
+                self._pulse_end(req)
             self._report(WriteDone(req.device, time.time(), req.signal, req.value, error, req.tag))
+
+    def _pulse_end(self, req: WriteRequest) -> None:
+        """Write the opposite value `pulse_s` after a pulse began, unless a newer pulse of the
+        same output began meanwhile (it restarts the time)."""
+        key = (req.device, req.signal)
+        n = self._pulses[key] = self._pulses.get(key, 0) + 1
+        off = (not req.value) if isinstance(req.value, bool) else 0
+
+        async def end() -> None:
+            await asyncio.sleep(req.pulse_s or 0)
+            if self._pulses.get(key) == n:
+                del self._pulses[key]
+                self.submit(WriteRequest(req.device, req.signal, off, None, req.tag), None)
+
+        assert self._tg is not None
+        self._tg.create_task(end(), name=f"pulse:{req.device}:{req.signal}")
 
 
 class BinderLoop:
@@ -161,6 +180,9 @@ class BinderLoop:
         process = self.binder.process
         for obs in observations:
             out.extend(process(obs))
+        await self._commit(out)
+
+    async def _commit(self, out: BindResult) -> None:
         counts = self.events_by_type
         for ev in out.events:
             counts[ev.type] = counts.get(ev.type, 0) + 1
@@ -175,13 +197,24 @@ class BinderLoop:
         self.last_progress = time.monotonic()
 
     async def drain(self) -> None:
-        """Bind what is queued now (shutdown), without waiting for more."""
+        """Bind what is queued now (shutdown), without waiting for more; then close the open
+        tag passes, so that a clean stop loses none."""
         while len(self.queue):
             await self._bind(await self.queue.get_batch(self.batch))
+        await self._commit(self.binder.flush(time.time()))
 
 
-async def tick(queue: ObservationQueue, period_s: float = TICK_S) -> None:
-    """Let the binder hear the time (its timeouts), forever."""
+def tick_period(quiet_times_ms: list[int]) -> float:
+    """How often the binder must hear the time: each second (handshake timeouts), or often
+    enough that a tag pass closes within a tenth of a second of its quiet time."""
+    if not quiet_times_ms:
+        return TICK_S
+    return max(0.01, min(0.1, min(quiet_times_ms) / 4000))
+
+
+async def tick(queue: ObservationQueue, period_s: Callable[[], float] = lambda: TICK_S) -> None:
+    """Let the binder hear the time (its timeouts), forever; `period_s` is asked each time (a
+    reload may add a portal)."""
     while True:
-        await asyncio.sleep(period_s)
+        await asyncio.sleep(period_s())
         queue.put(Tick(time.time()))

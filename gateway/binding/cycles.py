@@ -45,13 +45,15 @@ VERDICT_NO_IDENTITY = 3
 
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """A write the pipeline performs: after the commit of `after` (an event id) when given."""
+    """A write the pipeline performs: after the commit of `after` (an event id) when given;
+    with `pulse_s`, the opposite value is written that long after (unless written again)."""
 
     device: str
     signal: str
     value: Any
     after: str | None
     tag: str
+    pulse_s: float | None = None
 
 
 @dataclass

@@ -6,7 +6,11 @@
 - A PLC station's cycle (trigger edge or handshake, see gateway.binding.cycles) becomes a
   `step.completed` event with its parameters (with tolerances) and result, its identity from a
   PLC signal or the station's latest scan; `rejected` or `noread` when the identity fails.
+- An RFID portal's tag reads become one `identified` event per tag pass (see
+  gateway.binding.portals); a station's `read_window` opens and closes the reader's inventory.
 - Device state changes and losses become `device.state` and `gap` events (no station).
+- A station's `outputs` (stack lights, gates) are written after the events that fire them are
+  committed.
 
 Nothing here guesses: every anomaly is an explicit event. `plans()` derives what each PLC must
 read from the stations that use it.
@@ -18,18 +22,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.binding.cycles import BindResult, CycleStation
-from gateway.config.models import LineConfig, StationConfig
+from gateway.binding.cycles import BindResult, CycleStation, WriteRequest
+from gateway.binding.portals import PortalStation, ReadWindow
+from gateway.config.models import LineConfig, OutputRule, StationConfig
 from gateway.config.plc import ModbusConfig, OpcuaConfig
+from gateway.config.rfid import LlrpConfig
 from gateway.devices.base import DevicePlan
 from gateway.events import (
     DeviceState,
+    Gpi,
     HandshakeMark,
     Loss,
     NoRead,
     Observation,
     Scan,
     Signals,
+    TagRead,
     Tick,
     TraceEvent,
     WriteDone,
@@ -80,6 +88,13 @@ class Binder:
         self._cycles_by_scanner: dict[str, CycleStation] = {}
         self._cycles: dict[str, list[CycleStation]] = {}
         self._by_station: dict[str, CycleStation] = {}
+        self._portals: dict[str, list[PortalStation]] = {}  # reader -> its portals
+        self._portal_of: dict[str, PortalStation] = {}  # station -> its portal
+        self._windows: dict[str, list[ReadWindow]] = {}  # PLC -> read windows it opens
+        self._outputs: dict[str, list[OutputRule]] = {
+            st.id: list(st.outputs) for st in config.stations if st.outputs
+        }
+        antennas = {d.id: d.antennas for d in config.devices if isinstance(d, LlrpConfig)}
         for st in config.stations:
             cycle = None
             if st.trigger is not None or st.handshake is not None:
@@ -90,20 +105,71 @@ class Binder:
                 self._by_scanner[src] = _ScanRules.of(st)
                 if cycle is not None:
                     self._cycles_by_scanner[src] = cycle
+            if st.portal is not None:
+                portal = PortalStation(st, antennas.get(st.portal.device, [1]), cycle)
+                self._portals.setdefault(portal.reader, []).append(portal)
+                self._portal_of[st.id] = portal
+            if st.read_window is not None:
+                window = ReadWindow(st)
+                self._windows.setdefault(window.plc, []).append(window)
+
+    def adopt_passes(self, old: Binder) -> None:
+        """Keep the open tag passes of portals a reload leaves unchanged (a reload must not cut
+        a pass in two)."""
+        for station, portal in self._portal_of.items():
+            before = old._portal_of.get(station)
+            if before is not None and before.st.portal == portal.st.portal:
+                portal.builder.open = before.builder.open
+
+    def flush(self, now: float) -> BindResult:
+        """The gateway stops: close the open tag passes (`closed_by: stop`)."""
+        out = BindResult()
+        for portal in self._portal_of.values():
+            out.extend(portal.flush(now, "stop"))
+        return self._fire_outputs(out)
 
     def marks(self) -> dict[str, HandshakeMark]:
         """Handshakes in progress, to hand to the binder of a reloaded configuration."""
         return {st: c.mark for st, c in self._by_station.items() if c.mark is not None}
 
     def process(self, obs: Observation) -> BindResult:
+        if type(obs) is TagRead:  # the hot path: most reads close no pass
+            out = BindResult()
+            for portal in self._portals.get(obs.device, ()):
+                if portal.accepts(obs):
+                    closed = portal.read(obs)
+                    if closed is not None:
+                        out.extend(closed)
+            return self._fire_outputs(out) if out.events else out
+        out = self._process(obs)
+        return self._fire_outputs(out) if self._outputs and out.events else out
+
+    def _fire_outputs(self, out: BindResult) -> BindResult:
+        """The writes of the stations' `outputs` for these events, after their commit."""
+        for ev in out.events:
+            rules = self._outputs.get(ev.station or "")
+            for rule in rules or ():
+                if _fires(rule, ev):
+                    out.writes.append(
+                        WriteRequest(
+                            rule.device,
+                            rule.signal,
+                            rule.value,
+                            ev.event_id,
+                            f"{ev.station}/output",
+                            rule.pulse_ms / 1000 if rule.pulse_ms else None,
+                        )
+                    )
+        return out
+
+    def _process(self, obs: Observation) -> BindResult:
         match obs:
             case Scan():
                 return self._scan(obs)
             case Signals():
-                out = BindResult()
-                for cycle in self._cycles.get(obs.device, ()):
-                    out.extend(cycle.signals(obs))
-                return out
+                return self._signals(obs)
+            case Gpi():
+                return BindResult()  # the reader acts on its inputs itself (inventory: gpi)
             case WriteDone():
                 station, _, what = obs.tag.partition("/")
                 target = self._by_station.get(station)
@@ -111,10 +177,7 @@ class Binder:
                     return BindResult()
                 return target.write_done(obs.signal, what, obs.error, obs.time)
             case Tick():
-                out = BindResult()
-                for cycle in self._by_station.values():
-                    out.extend(cycle.tick(obs.time))
-                return out
+                return self._tick(obs.time)
             case NoRead():
                 r = self._by_scanner.get(obs.device, _UNBOUND)
                 return BindResult(
@@ -157,6 +220,22 @@ class Binder:
                 )
         raise TypeError(f"not an observation: {obs!r}")  # pragma: no cover
 
+    def _signals(self, obs: Signals) -> BindResult:
+        out = BindResult()
+        for cycle in self._cycles.get(obs.device, ()):
+            out.extend(cycle.signals(obs))
+        for window in self._windows.get(obs.device, ()):
+            out.extend(window.signals(obs))
+        return out
+
+    def _tick(self, now: float) -> BindResult:
+        out = BindResult()
+        for cycle in self._by_station.values():
+            out.extend(cycle.tick(now))
+        for portal in self._portal_of.values():
+            out.extend(portal.tick(now))
+        return out
+
     def _scan(self, obs: Scan) -> BindResult:
         r = self._by_scanner.get(obs.device, _UNBOUND)
         station, step = r.station or None, r.step or None
@@ -186,12 +265,25 @@ class Binder:
         )
 
 
+def _fires(rule: OutputRule, ev: TraceEvent) -> bool:
+    if ev.type not in rule.events:
+        return False
+    if rule.result is not None and ev.result != rule.result:
+        return False
+    if rule.direction is not None:
+        p = ev.detail.get("pass")
+        return isinstance(p, dict) and p.get("direction") == rule.direction
+    return True
+
+
 def plans(config: LineConfig) -> dict[str, DevicePlan]:
     """What each PLC must read for the stations: the signals that end cycles are watched; the
     cycle's data (identity, parameters, result, and the handshake's ack) is read with them."""
     watch: dict[str, set[str]] = {}
     snap: dict[str, dict[str, list[str]]] = {}
     for st in config.stations:
+        if st.read_window is not None:
+            watch.setdefault(st.read_window.device, set()).add(st.read_window.signal)
         if st.trigger is not None:
             device, signal = st.trigger.device, st.trigger.signal
         elif st.handshake is not None:

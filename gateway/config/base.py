@@ -3,7 +3,7 @@ the id format, and the fields of every device entry."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+# Identity schemes (gateway.identifiers.reasons.SCHEMES mirrors them): what a scanned code can
+# be, and what an RFID tag can be (the GS1 EPC schemes, and `epc` for any other EPC, kept raw).
+CodeScheme = Literal["sgtin", "sscc", "lgtin", "gtin", "plain"]
+TagScheme = Literal["sgtin", "sscc", "sgln", "grai", "giai", "epc"]
 
 
 class Model(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from gateway.config.models import (
     TlsConfig,
 )
 from gateway.config.plc import PLC_KINDS, ModbusConfig, OpcuaConfig
+from gateway.config.rfid import RFID_KINDS, LlrpConfig
 from gateway.config.yamlpos import Located, Mark, PathKey, Where, YamlProblem
 
 DEVICE_MODELS: dict[str, type[BaseModel]] = {
@@ -38,6 +40,7 @@ DEVICE_MODELS: dict[str, type[BaseModel]] = {
     "tcp_scanner": TcpScannerConfig,
     "opcua": OpcuaConfig,
     "modbus": ModbusConfig,
+    "llrp": LlrpConfig,
 }
 
 PROFILE_HEADER = ("vendor", "model", "description", "kind", "settings", "example", "notes")
@@ -369,9 +372,12 @@ class _Loader:
         }
         stations: dict[str, Mark] = {}
         used_by: dict[str, str] = {}
+        readers = {d["id"]: d for _, d in devices if isinstance(d.get("id"), str)}
         for s, st in _entries(data.get("stations")):
             self._unique("stations", s, st, stations, "station")
             self._signal_refs(s, st, kinds, signals)
+            self._portal_ref(s, st, readers)
+            self._output_refs(s, st, readers, (kinds, signals))
             identity = st.get("identity")
             sources = identity.get("sources") if isinstance(identity, dict) else None
             for j, src in enumerate(sources if isinstance(sources, list) else []):
@@ -399,6 +405,75 @@ class _Loader:
                     )
                 else:
                     used_by[src] = str(st.get("id"))
+
+    def _portal_ref(self, s: int, st: dict[str, Any], devices: dict[str, Any]) -> None:
+        """A portal names an LLRP reader of the line, with antennas it inventories; a read window
+        needs a reader whose inventory the gateway commands."""
+        portal = st.get("portal")
+        if not isinstance(portal, dict) or not isinstance(portal.get("device"), str):
+            return
+        at = ("stations", s, "portal")
+        dev = devices.get(portal["device"])
+        if dev is None:
+            self.problem(
+                (*at, "device"),
+                "no device with this id" + _suggest(portal["device"], devices),
+                got=portal["device"],
+                has_got=True,
+            )
+            return
+        if dev.get("kind") not in RFID_KINDS:
+            self.problem(
+                (*at, "device"),
+                f"a {dev.get('kind')} device is not an RFID reader",
+                got=portal["device"],
+                has_got=True,
+            )
+            return
+        reader_ants = dev.get("antennas") if isinstance(dev.get("antennas"), list) else [1]
+        ants = portal.get("antennas")
+        for k, a in enumerate(ants if isinstance(ants, list) else []):
+            if a not in reader_ants:
+                self.problem(
+                    (*at, "antennas", k),
+                    f"the reader {portal['device']!r} does not "
+                    f"inventory antenna {a} (its antennas: {reader_ants})",
+                    got=a,
+                    has_got=True,
+                )
+        if st.get("read_window") is not None and dev.get("inventory") != "commanded":
+            self.problem(
+                ("stations", s, "read_window"),
+                f"the reader {portal['device']!r} "
+                "must have `inventory: commanded` for a read window to open it",
+            )
+
+    def _output_refs(
+        self,
+        s: int,
+        st: dict[str, Any],
+        devices: dict[str, Any],
+        known: tuple[dict[str, Any], dict[str, Any]],
+    ) -> None:
+        """An output is a reader's GPO port or a writable PLC signal."""
+        for k, rule in enumerate(st.get("outputs") or []):
+            if not isinstance(rule, dict):
+                continue
+            at = ("stations", s, "outputs", k)
+            device, signal = rule.get("device"), rule.get("signal")
+            dev = devices.get(device) if isinstance(device, str) else None
+            if dev is None or dev.get("kind") not in RFID_KINDS:
+                self._signal_ref(at, device, signal, "writable any", known)
+                continue
+            ports = dev.get("gpo_ports", 4)
+            m = re.fullmatch(r"gpo(\d+)", signal) if isinstance(signal, str) else None
+            if isinstance(signal, str) and (m is None or not 1 <= int(m[1]) <= ports):
+                self.problem(
+                    (*at, "signal"),
+                    f"the reader {device!r} has outputs gpo1 .. gpo{ports}",
+                    got=signal,
+                    has_got=True,
+                )
 
     def _signal_refs(
         self, s: int, st: dict[str, Any], kinds: dict[str, Any], signals: dict[str, Any]
@@ -435,6 +510,9 @@ class _Loader:
         result = st.get("result")
         if isinstance(result, dict):
             refs.append((("result",), result.get("device"), result.get("signal"), "any"))
+        window = st.get("read_window")
+        if isinstance(window, dict):
+            refs.append((("read_window",), window.get("device"), window.get("signal"), "bool"))
         for sub, device, signal, use in refs:
             self._signal_ref(("stations", s, *sub), device, signal, use, (kinds, signals))
 

@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.base import DeviceBase, Id, Model
+from gateway.config.base import CodeScheme, DeviceBase, Id, Model
 from gateway.config.plc import ModbusConfig, OpcuaConfig
+from gateway.config.rfid import LlrpConfig, PortalConfig
 
 # --- gateway -----------------------------------------------------------------------------------
 
@@ -304,7 +305,7 @@ class TcpScannerConfig(DeviceBase):
 
 
 DeviceConfig = Annotated[
-    SerialScannerConfig | TcpScannerConfig | OpcuaConfig | ModbusConfig,
+    SerialScannerConfig | TcpScannerConfig | OpcuaConfig | ModbusConfig | LlrpConfig,
     Field(discriminator="kind"),
 ]
 
@@ -312,8 +313,6 @@ SCANNER_KINDS = frozenset({"serial_scanner", "tcp_scanner"})
 
 
 # --- stations ----------------------------------------------------------------------------------
-
-Scheme = Literal["sgtin", "sscc", "lgtin", "gtin", "plain"]
 
 
 class SignalRef(Model):
@@ -332,13 +331,13 @@ class IdentityConfig(Model):
         description="A PLC string signal holding the unit's identity (e.g. a code read by the "
         "machine's own camera), read with each cycle's snapshot.",
     )
-    schemes: list[Scheme] = Field(
+    schemes: list[CodeScheme] = Field(
         ["sgtin", "sscc"],
         min_length=1,
         description="Identity schemes accepted here. "
         "`sgtin`: GTIN + serial; `sscc`: logistic unit; `lgtin`: GTIN + lot; `gtin`: GTIN alone; "
         "`plain`: a non-GS1 serial matched by `plain_pattern` (required with it). Codes of other "
-        "schemes are `rejected`.",
+        "schemes are `rejected`. (RFID tags: see `portal.schemes`.)",
     )
     plain_pattern: str | None = Field(
         None,
@@ -432,6 +431,34 @@ class ResultConfig(SignalRef):
     )
 
 
+class OutputRule(Model):
+    # Not `on:`: YAML 1.1 reads a bare `on` key as the boolean true.
+    events: list[Literal["identified", "rejected", "noread", "step.completed"]] = Field(
+        min_length=1,
+        description="Event types of this station that fire the output: a stack light on "
+        "`rejected`, a gate on `identified` ... (a `step.completed` fires on any result).",
+    )
+    result: Literal["OK", "NOK"] | None = Field(
+        None, description="With `step.completed`: only cycles with this result."
+    )
+    direction: Literal["in", "out"] | None = Field(
+        None, description="With portal passes: only passes in this direction."
+    )
+    device: Id = Field(
+        description="An RFID reader (`signal: gpoN`, its output ports) or a PLC (a writable "
+        "signal)."
+    )
+    signal: str = Field(min_length=1, description="`gpo1`, `gpo2` ... or a PLC signal name.")
+    value: bool | int = Field(True, description="The value written.")
+    pulse_ms: int | None = Field(
+        None,
+        ge=10,
+        le=3_600_000,
+        description="Written back to its opposite (false, 0) this long after; a newer firing "
+        "restarts the pulse. Empty: the value stays.",
+    )
+
+
 class StationConfig(Model):
     id: Id = Field(description="Station name: part of event topics and the `station` field.")
     step: Id | None = Field(
@@ -439,6 +466,16 @@ class StationConfig(Model):
     )
     identity: IdentityConfig | None = Field(
         None, description="Where unit identities come from, and which are valid here."
+    )
+    portal: PortalConfig | None = Field(
+        None,
+        description="An RFID portal at this station: each tag pass becomes an "
+        "`identified` event (direction, antennas, reads), and binds the station's next cycle.",
+    )
+    read_window: SignalRef | None = Field(
+        None,
+        description="A PLC bool signal (a light barrier, a 'part present') that opens the "
+        "portal reader's inventory while true (the reader's `inventory: commanded`).",
     )
     trigger: TriggerConfig | None = Field(
         None,
@@ -459,6 +496,11 @@ class StationConfig(Model):
     work_order: str | None = Field(
         None, min_length=1, description="Work order stamped on events until one is set by command."
     )
+    outputs: list[OutputRule] = Field(
+        [],
+        description="Outputs driven by this station's events (stack lights, gates, "
+        "diverters), written once the event is committed.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> StationConfig:
@@ -470,8 +512,12 @@ class StationConfig(Model):
                 "parameters and result are read when a cycle ends: give a "
                 "`trigger` or a `handshake`"
             )
-        if self.identity is None and not cycle:
-            raise ValueError("a station needs an `identity`, a `trigger` or a `handshake`")
+        if self.identity is None and self.portal is None and not cycle:
+            raise ValueError(
+                "a station needs an `identity`, a `portal`, a `trigger` or a `handshake`"
+            )
+        if self.read_window is not None and self.portal is None:
+            raise ValueError("a `read_window` opens a portal's inventory: give the `portal`")
         if self.identity is not None and self.identity.signal is not None and not cycle:
             raise ValueError(
                 "a PLC identity signal is read when a cycle ends: give a `trigger` or a `handshake`"

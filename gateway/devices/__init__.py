@@ -19,13 +19,14 @@ from gateway.devices.base import Device, DevicePlan
 
 Factory = Callable[[Any, DevicePlan, Path], Device]
 
-# kind -> "module:class". Imported on first use: a line without PLCs never loads asyncua or
-# pymodbus (tens of MiB, and start-up time).
+# kind -> "module:class". Imported on first use: a line without PLCs or readers never loads
+# asyncua, pymodbus or sllurp (tens of MiB, and start-up time).
 REGISTRY: dict[str, str] = {
     "serial_scanner": "gateway.devices.serial_scanner:SerialScanner",
     "tcp_scanner": "gateway.devices.tcp_scanner:TcpScanner",
     "opcua": "gateway.devices.opcua:OpcuaDevice",
     "modbus": "gateway.devices.modbus:ModbusDevice",
+    "llrp": "gateway.devices.llrp:LlrpDevice",
 }
 
 
