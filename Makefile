@@ -37,7 +37,8 @@ mosquitto:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	else echo "Mosquitto is missing. Install it with: sudo apt-get install mosquitto"; exit 1; fi
 
-# systemd-analyze checks the unit file in the tests (Debian package systemd).
+# systemd-analyze checks the unit file in the tests (Debian package systemd); tshark, Wireshark's
+# LLRP dissector, judges the reader simulator's bytes (Debian package tshark).
 test-tools:
 	@if command -v systemd-analyze >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -45,6 +46,12 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
 	else echo "Note: systemd-analyze is missing (sudo apt-get install systemd); " \
 	  "the unit-file tests will be skipped."; fi
+	@if command -v tshark >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing tshark (Debian package tshark) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark; \
+	else echo "Note: tshark is missing (sudo apt-get install tshark); " \
+	  "the LLRP simulator's Wireshark check will be skipped."; fi
 
 demo: $(VENV)/.installed-run mosquitto
 	$(BIN)/tracegate demo

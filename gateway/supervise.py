@@ -1,7 +1,9 @@
 """Supervision: the one owner of retries, for every device and for the broker connection.
 
-A device adapter's `run` raises when its peer is gone; `supervise_device` logs it (first failure
-at WARNING, repeats at DEBUG), reports the state change as an observation, waits a capped,
+A device adapter's `run` raises when its peer is gone; `supervise_device` logs it (the first
+failure of each kind at WARNING, its repeats at DEBUG: a dead PLC does not flood the log, but a
+reader that stops resetting the connection and starts refusing it is news), reports the state
+change as an observation, waits a capped,
 jittered backoff and runs it again. A device that stayed connected for a while starts again from
 the initial delay. This is also the one place where an unexpected exception from an adapter is
 caught (and logged with its traceback): one broken adapter must never stop the others.
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.devices.base import (
     Device,
@@ -84,16 +88,20 @@ async def supervise_device(
     """Run `device` forever, reconnecting with backoff. Returns only by cancellation, or when the
     device is misconfigured (it then stays `failed` until the configuration is reloaded)."""
     dlog = log.bind(device=device_id)
-    down = Throttle(dlog, "device_unavailable")
-    last_state: list[str] = [""]
+    failures = _Failures(dlog)
+    last_state: list[tuple[str, str]] = [("", "")]
 
     def state(dev: str, new: str, detail: str) -> None:
-        if new == last_state[0]:
+        # A state is news when it changes, or when the device fails in a new way (a reset
+        # connection, then "a client-initiated connection already exists": the second is
+        # what the technician must read).
+        shape = (new, failure_shape(detail) if new != "connected" else "")
+        if shape == last_state[0]:
             return
-        last_state[0] = new
+        last_state[0] = shape
         if new == "connected":
             dlog.info("device_connected", detail=detail)
-            down.clear()
+            failures.clear()
         emit(DeviceState(dev, time.time(), new, detail))
         if on_state is not None:
             on_state(dev, new, detail)
@@ -118,6 +126,41 @@ async def supervise_device(
             if time.monotonic() - ctx.connected_at >= STABLE_AFTER_S:
                 backoff.reset()
         delay = backoff.next()
-        down.hit(detail=detail, retry_in_s=round(delay, 2))
+        failures.hit(detail, retry_in_s=round(delay, 2))
         state(device_id, "disconnected", detail)
         await asyncio.sleep(delay)
+
+
+def failure_shape(detail: str) -> str:
+    """What a failure says without its numbers (ports, durations, counts): two failures of the
+    same shape are repeats, a new shape is news."""
+    return _NUMBER.sub("#", detail)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SHAPES_KEPT = 16
+
+
+class _Failures:
+    """The throttles of one device's failures, one per failure shape: the first of each shape at
+    WARNING, its repeats at DEBUG with a summary now and then (gateway.log.Throttle)."""
+
+    def __init__(self, dlog: Any) -> None:
+        self._log = dlog
+        self._by_shape: dict[str, Throttle] = {}
+
+    def hit(self, detail: str, **fields: Any) -> None:
+        shape = failure_shape(detail)
+        throttle = self._by_shape.pop(shape, None)
+        if throttle is None:
+            throttle = Throttle(self._log, "device_unavailable")
+            if len(self._by_shape) >= _SHAPES_KEPT:  # a device failing in ever new ways
+                self._by_shape.pop(next(iter(self._by_shape)))
+        self._by_shape[shape] = throttle  # most recent last
+        throttle.hit(detail=detail, **fields)
+
+    def clear(self) -> None:
+        """The device connected: each shape's episode ends (and says how many there were)."""
+        for throttle in self._by_shape.values():
+            throttle.clear()
+        self._by_shape.clear()

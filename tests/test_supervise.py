@@ -44,6 +44,8 @@ class Scripted:
         step = self.script.pop(0)
         if step == "down":
             raise DeviceUnavailable("peer refused")
+        if step == "silent":
+            raise DeviceUnavailable(f"peer sent nothing for {1.5 + self.runs / 10:.1f} s")
         if step == "bug":
             raise ZeroDivisionError("adapter bug")
         if step == "misconfigured":
@@ -54,7 +56,7 @@ class Scripted:
 
 
 async def test_retries_with_backoff_survives_a_buggy_adapter_and_reports_states() -> None:
-    dev = Scripted("down", "bug", "down", "up")
+    dev = Scripted("down", "down", "bug", "down", "up")
     seen: list[Observation] = []
     with capture_logs() as logs:
         task = asyncio.create_task(
@@ -64,14 +66,37 @@ async def test_retries_with_backoff_survives_a_buggy_adapter_and_reports_states(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert dev.runs == 4
-    states = [o.state for o in seen if isinstance(o, DeviceState)]
-    assert states == ["disconnected", "connected"]  # repeats of a state are not re-reported
+    assert dev.runs == 5
+    states = [(o.state, o.detail) for o in seen if isinstance(o, DeviceState)]
+    assert states == [  # a repeat is not re-reported; a failure of another kind is news
+        ("disconnected", "peer refused"),
+        ("disconnected", "ZeroDivisionError: adapter bug"),
+        ("disconnected", "peer refused"),
+        ("connected", "ok"),
+    ]
     events = [(lg["event"], lg["log_level"]) for lg in logs]
-    assert ("device_unavailable", "warning") in events  # the first failure is a warning
     assert ("device_crashed", "error") in events  # a bug is logged with its traceback
-    assert events.count(("device_unavailable", "warning")) == 1  # repeats are not
+    # The first failure of each kind is a warning, its repeats are not.
+    assert events.count(("device_unavailable", "warning")) == 2
+    assert events.count(("device_unavailable", "debug")) == 2
     assert ("device_connected", "info") in events
+
+
+async def test_failures_that_differ_only_in_numbers_are_repeats() -> None:
+    dev = Scripted("silent", "silent", "silent", "up")
+    seen: list[Observation] = []
+    with capture_logs() as logs:
+        task = asyncio.create_task(
+            supervise_device("rfid-1", dev, emit=seen.append, backoff=Backoff(0.01, 0.02))
+        )
+        await asyncio.wait_for(dev.up.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    states = [(o.state, o.detail) for o in seen if isinstance(o, DeviceState)]
+    assert states == [("disconnected", "peer sent nothing for 1.6 s"), ("connected", "ok")]
+    warnings = [lg for lg in logs if lg["log_level"] == "warning"]
+    assert [w["event"] for w in warnings] == ["device_unavailable"]
 
 
 async def test_a_misconfigured_device_is_failed_and_not_retried() -> None:

@@ -141,13 +141,16 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.failure is not None:
             return
-        self.last_heard = self._loop.time()
         try:
             frames = self._splitter.feed(data)
         except wire.FrameError as exc:
             self.throttle("garbage", "llrp_message_undecodable").hit(problem=str(exc))
             self.fail(DeviceUnavailable(f"{self.where} sent a malformed message: {exc}"))
             return
+        if frames:
+            # Whole messages only: bytes alone prove nothing (a corrupt length that swallows
+            # everything after it would otherwise keep a dead session "alive" on keepalives).
+            self.last_heard = self._loop.time()
         for frame in frames:
             self.stats.messages += 1
             self._dispatch(*frame)
@@ -174,10 +177,6 @@ class Session(asyncio.Protocol):
             waiter = self._pending.pop(message_id)
             if not waiter.done():
                 waiter.set_result(frame)
-        elif version not in (1, 2):
-            self.throttle("garbage", "llrp_message_undecodable").hit(
-                problem=f"LLRP version {version}", type=mtype
-            )
         elif mtype == wire.READER_EVENT_NOTIFICATION:
             self._event(frame)
         elif not self._enabled:

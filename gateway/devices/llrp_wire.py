@@ -40,6 +40,13 @@ KEEPALIVE_ACK: Final = 72
 ERROR_MESSAGE: Final = 100
 CUSTOM_MESSAGE: Final = 1023
 
+# What a reader sends (LLRP 1.1 section 17.1.1): responses, reports, events, errors. A header
+# naming anything else is not a message boundary (garbage, or a stream out of step).
+FROM_READER: Final = frozenset(
+    {4, 11, 12, 13, 30, 31, 32, 33, 34, 35, 36, 45, 50, 51, 52, 53, 54, 56, 57, 61, 62, 63, 100,
+     1023}
+)  # fmt: skip
+
 # Parameter types used below.
 TAG_REPORT_DATA: Final = 240
 EPC_DATA: Final = 241
@@ -118,19 +125,18 @@ class Splitter:
         pos, end = 0, len(data)
         while end - pos >= HEADER_LEN:
             type_version, length, message_id = unpack(data, pos)
+            mtype, version = type_version & 0x3FF, (type_version >> 10) & 7
             if length < HEADER_LEN or length > max_bytes:
                 raise FrameError(f"message length {length} (header {data[pos : pos + 10].hex()})")
+            if type_version >> 13 or version not in (1, 2) or mtype not in FROM_READER:
+                raise FrameError(
+                    f"no LLRP message from a reader: version {version}, type {mtype} (header "
+                    f"{data[pos : pos + 10].hex()})"
+                )
             if pos + length > end:
                 self._need = length
                 break
-            frames.append(
-                (
-                    type_version & 0x3FF,
-                    (type_version >> 10) & 7,
-                    message_id,
-                    data[pos : pos + length],
-                )
-            )
+            frames.append((mtype, version, message_id, data[pos : pos + length]))
             pos += length
         else:
             self._need = 0
