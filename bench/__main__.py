@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backlog", type=int, default=None)
     parser.add_argument("--no-plc", action="store_true", help="skip the PLC benchmarks")
+    parser.add_argument("--no-rfid", action="store_true", help="skip the RFID benchmarks")
     args = parser.parse_args(argv)
     n = 30_000 if args.quick else 200_000
     backlog = args.backlog or (100_000 if args.quick else 1_000_000)
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.no_plc:
             _plc(report, host, port, quick=args.quick)
+        if not args.no_rfid:
+            _rfid(report, host, port, quick=args.quick)
     print()
     print(report.table())
     print(f"\nraw figures: {report.save('latest')}")
@@ -192,6 +195,54 @@ def _plc(report: Report, host: str, port: int, *, quick: bool) -> None:
                 hs["latency_ms_p99"] <= 20,
             )
         )
+
+
+def _rfid(report: Report, host: str, port: int, *, quick: bool) -> None:
+    from bench.llrp import SUSTAINED, llrp_ingest, pass_latency
+
+    print("RFID tag reports through LLRP decoding and pass building (reader process) ...")
+    ing = asyncio.run(llrp_ingest(2.0 if quick else 5.0))
+    run = ing["sustained"]
+    report.add(
+        Figure(
+            f"RFID reports ingested, {SUSTAINED:,}/s offered",
+            run["ingested_per_s"],
+            "reports/s",
+            ">= 10,000, none dropped",
+            run["simulator_per_s"],
+            run["ingested_per_s"] >= 10_000 and run["dropped"] == 0,
+            note=f"{run['dropped']} dropped",
+        )
+    )
+    top = ing["max"]
+    report.add(
+        Figure(
+            "RFID reports ingested, offered as fast as the simulator can",
+            top["ingested_per_s"],
+            "reports/s",
+            "none dropped",
+            top["simulator_per_s"],
+            top["dropped"] == 0,
+            note=f"{top['dropped']} dropped",
+        )
+    )
+    report.add(
+        Figure("RFID CPU per 1,000 reports", top["cpu_s_per_1000_reports"] * 1000, "ms of CPU")
+    )
+    print("RFID pass latency: last read -> pass committed, quiet time subtracted ...")
+    lat = asyncio.run(pass_latency(host, port, 30 if quick else 60))
+    report.add(Figure("RFID pass latency after the quiet time p50", lat["p50"], "ms"))
+    report.add(
+        Figure(
+            "RFID pass latency after the quiet time p99",
+            lat["p99"],
+            "ms",
+            "",
+            None,
+            lat["missing"] == 0,
+            note=f"{lat['missing']} passes missing",
+        )
+    )
 
 
 def _modbus(modbus_polls: Any, seconds: float) -> dict[str, Any]:

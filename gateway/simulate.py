@@ -1,7 +1,9 @@
 """`tracegate simulate -c LINE.yaml`: simulators for the devices of a line file.
 
 Scanners (TCP ones whose host is this machine; serial ones get a pty, linked at their configured
-port path when that path is free), and PLCs whose address is this machine: an OPC UA or Modbus
+port path when that path is free), RFID readers on this machine (the reader model of the
+device's profile, with units passing through each portal that uses it), and PLCs whose address
+is this machine: an OPC UA or Modbus
 server laid out by the device's own signals, running the shared station program
 (simulators.plc_model) in handshake mode when a station of the line uses the PLC's handshake,
 else in trigger mode. Runs until Ctrl-C.
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import random
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,12 +26,14 @@ from gateway.config import LoadedConfig
 from gateway.config.loader import load_or_report
 from gateway.config.models import SerialScannerConfig, TcpScannerConfig
 from gateway.config.plc import ModbusConfig, OpcuaConfig
+from gateway.config.rfid import LlrpConfig
 from gateway.demo import _feed
 from simulators.codes import CodeGenerator
 from simulators.plc_model import CycleSpec
 from simulators.scanner import ScannerSim, SerialScannerSim, TcpScannerSim
 
 PLC_CYCLE_S = 2.0
+DEMO_GTIN = "04012345123456"  # company prefix 4012345
 
 
 def simulate_main(args: argparse.Namespace) -> int:
@@ -44,7 +49,48 @@ async def _simulate(loaded: LoadedConfig, rate: float) -> None:
     sims: list[tuple[str, ScannerSim]] = []
     async with contextlib.AsyncExitStack() as stack:
         plcs = await _plcs(loaded, stack)
-        await _scanners(loaded, rate, sims, stack, plcs)
+        readers = await _readers(loaded, rate, stack)
+        await _scanners(loaded, rate, sims, stack, plcs + readers)
+
+
+async def _readers(loaded: LoadedConfig, rate: float, stack: contextlib.AsyncExitStack) -> int:
+    """Start a reader simulator per LLRP reader on this machine, with tags passing through each
+    portal that uses it (in and out, a fifth of the reads missed); returns how many."""
+    from simulators.llrp import READER_MODELS, LlrpReaderSim
+
+    cfg = loaded.config
+    n = 0
+    for d in cfg.devices:
+        if not isinstance(d, LlrpConfig):
+            continue
+        if not _is_local(d.host):
+            print(f"{d.id}: skipped, {d.host} is not this machine", flush=True)
+            continue
+        model = Path(d.profile or "").name.removesuffix(".yaml")
+        if model not in READER_MODELS:
+            model = "impinj-r700"
+        sim = await stack.enter_async_context(LlrpReaderSim(model, d.host, d.port, seed=n))
+        portals = [st.portal for st in cfg.stations if st.portal and st.portal.device == d.id]
+        antennas = tuple(portals[0].antennas or d.antennas) if portals else tuple(d.antennas)
+        stack.push_async_callback(_stop, asyncio.create_task(_tags(sim, antennas, rate)))
+        print(f"{d.id}: simulated {model} reader on {d.host}:{sim.port}", flush=True)
+        n += 1
+    return n
+
+
+async def _tags(sim: Any, antennas: tuple[int, ...], rate: float) -> None:
+    """Units passing through a portal, one about every 1/rate s, forever."""
+    from simulators.epc import sgtin96_series
+    from simulators.llrp import TagPass
+
+    rng = random.Random(11)
+    epcs = sgtin96_series(DEMO_GTIN, 7, 1, 100_000, seed=5)
+    for epc in epcs:
+        await sim.wait_for(lambda: sim.inventorying, None)  # a gateway reads it
+        inbound = rng.random() < 0.7
+        duration = rng.uniform(0.5, 1.5)
+        await sim.run_passes([TagPass(epc, "in" if inbound else "out", antennas, 0.0, duration)])
+        await asyncio.sleep(rng.expovariate(rate))
 
 
 async def _plcs(loaded: LoadedConfig, stack: contextlib.AsyncExitStack) -> int:

@@ -187,13 +187,14 @@ def test_demo_runs_a_line_end_to_end() -> None:
 
 
 def test_simulate_starts_simulators_for_a_line(tmp_path: Path) -> None:
-    port = Mosquitto().port  # only a free port number; no broker is started
+    port, llrp_port = Mosquitto().port, Mosquitto().port  # free port numbers; no broker
     path = tmp_path / "line.yaml"
     path.write_text(
         "gateway: {id: g, site: s, line: l}\n"
         "devices:\n"
         f"  - {{id: cam-1, profile: scanners/keyence-sr-1000, host: 127.0.0.1, port: {port}}}\n"
         f"  - {{id: hand-1, profile: scanners/generic-rs232, port: {tmp_path / 'ttyS7'}}}\n"
+        f"  - {{id: dock, profile: readers/zebra-fx9600, host: 127.0.0.1, port: {llrp_port}}}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "simulate", "-c", str(path)],
@@ -203,15 +204,20 @@ def test_simulate_starts_simulators_for_a_line(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        lines = [proc.stdout.readline() for _ in range(3)]
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.settimeout(10)
             assert conn.recv(64)  # the simulated Keyence sends codes
+        with socket.create_connection(("127.0.0.1", llrp_port), timeout=5) as conn:
+            conn.settimeout(10)
+            greeting = conn.recv(10)  # an LLRP reader greets with READER_EVENT_NOTIFICATION
+            assert greeting[:2] == bytes([0x04, 63])
         assert (tmp_path / "ttyS7").is_symlink()  # the simulated RS-232 scanner's port
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
     assert any("cam-1: simulated on 127.0.0.1" in line for line in lines)
+    assert any(f"dock: simulated zebra-fx9600 reader on 127.0.0.1:{llrp_port}" in x for x in lines)
     assert proc.returncode == 0
 
 
