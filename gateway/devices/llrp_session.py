@@ -141,21 +141,20 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.failure is not None:
             return
-        try:
-            frames = self._splitter.feed(data)
-        except wire.FrameError as exc:
-            self.throttle("garbage", "llrp_message_undecodable").hit(problem=str(exc))
-            self.fail(DeviceUnavailable(f"{self.where} sent a malformed message: {exc}"))
-            return
+        frames = self._splitter.feed(data)
         if frames:
             # Whole messages only: bytes alone prove nothing (a corrupt length that swallows
             # everything after it would otherwise keep a dead session "alive" on keepalives).
             self.last_heard = self._loop.time()
-        for frame in frames:
+        for frame in frames:  # the whole messages before any garbage are the reader's
             self.stats.messages += 1
             self._dispatch(*frame)
             if self.failure is not None:
                 return
+        exc = self._splitter.error
+        if exc is not None:
+            self.throttle("garbage", "llrp_message_undecodable").hit(problem=str(exc))
+            self.fail(DeviceUnavailable(f"{self.where} sent a malformed message: {exc}"))
 
     def eof_received(self) -> bool | None:
         self.fail(DeviceUnavailable(f"{self.where} closed the connection"))

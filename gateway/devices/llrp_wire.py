@@ -106,14 +106,19 @@ class Splitter:
         self._max = max_bytes
         self._pending = bytearray()
         self._need = 0  # bytes the pending message needs in all; 0 while its header is short
+        # Set at the first header that cannot be right: nothing after it can be trusted, but
+        # the whole messages before it are (a reader's last answer, then garbage, in one read).
+        self.error: FrameError | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._pending)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """The messages completed by `data`, in order. Raises FrameError on a length that
-        cannot be right: nothing after it can be trusted."""
+        """The messages completed by `data`, in order, up to a header that cannot be right
+        (then `error` is set, and nothing more is ever returned)."""
+        if self.error is not None:
+            return []
         if self._pending:
             self._pending += data
             if self._need and len(self._pending) < self._need:
@@ -126,13 +131,15 @@ class Splitter:
         while end - pos >= HEADER_LEN:
             type_version, length, message_id = unpack(data, pos)
             mtype, version = type_version & 0x3FF, (type_version >> 10) & 7
+            bad = None
             if length < HEADER_LEN or length > max_bytes:
-                raise FrameError(f"message length {length} (header {data[pos : pos + 10].hex()})")
-            if type_version >> 13 or version not in (1, 2) or mtype not in FROM_READER:
-                raise FrameError(
-                    f"no LLRP message from a reader: version {version}, type {mtype} (header "
-                    f"{data[pos : pos + 10].hex()})"
-                )
+                bad = f"message length {length}"
+            elif type_version >> 13 or version not in (1, 2) or mtype not in FROM_READER:
+                bad = f"no LLRP message from a reader: version {version}, type {mtype}"
+            if bad is not None:
+                self.error = FrameError(f"{bad} (header {data[pos : pos + 10].hex()})")
+                self._pending.clear()
+                return frames
             if pos + length > end:
                 self._need = length
                 break
