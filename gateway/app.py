@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.binding import Binder, plans
+from gateway.binding.commands import Reply
 from gateway.config import ConfigError, LoadedConfig, load_line
 from gateway.config.base import DeviceBase
 from gateway.config.models import LineConfig
@@ -36,6 +37,7 @@ from gateway.systemd import Notifier
 log = get_logger(__name__)
 
 STUCK_AFTER_S = 20.0  # a commit or connect in flight longer than this stops the watchdog
+PRUNE_EVERY_S = 3600.0
 
 
 def event_context(loaded: LoadedConfig) -> EventContext:
@@ -113,6 +115,20 @@ class Gateway:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
 
+    def _reply(self, reply: Reply) -> None:
+        """A command's answer, once what it changed is committed: the forwarder publishes it
+        (dropped if the broker is gone meanwhile: the MES asks again, and gets `changed:
+        false`)."""
+        if self.forwarder is not None:
+            self.forwarder.reply(reply)
+
+    async def _prune_trace(self, journal: Journal) -> None:
+        """Units not seen for trace.retention_days leave the trace index, hourly."""
+        while True:
+            before = time.time() - self.config.trace.retention_days * 86_400
+            await journal.prune_trace(before)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
     def _tick_period(self) -> float:
         return tick_period([st.portal.quiet_time_ms for st in self.config.stations if st.portal])
 
@@ -120,8 +136,14 @@ class Gateway:
         cfg = self.config
         queue = ObservationQueue(cfg.supervision.queue_size)
         writer = Writer(self._adapters.get, queue.put)
-        binder = Binder(cfg, marks=journal.handshake_marks)
-        self.binder_loop = BinderLoop(queue, binder, journal, writer)
+        binder = Binder(
+            cfg,
+            marks=journal.handshake_marks,
+            state=journal.state,
+            pool_blocks=journal.pool_blocks,
+            view=journal.trace_view(),
+        )
+        self.binder_loop = BinderLoop(queue, binder, journal, writer, self._reply)
         self._plans = plans(cfg)
         async with asyncio.TaskGroup() as tg:
             core = [
@@ -129,6 +151,7 @@ class Gateway:
                 tg.create_task(self.binder_loop.run(), name="binder"),
                 tg.create_task(writer.run(), name="writer"),
                 tg.create_task(tick(queue, self._tick_period), name="tick"),
+                tg.create_task(self._prune_trace(journal), name="trace-prune"),
             ]
             self._start_forwarder(tg)
             for dev in cfg.devices:
@@ -163,12 +186,14 @@ class Gateway:
     def _start_forwarder(self, tg: asyncio.TaskGroup) -> None:
         cfg = self.config
         assert self.journal is not None
+        queue = self.binder_loop.queue if self.binder_loop is not None else None
         self.forwarder = Forwarder(
             cfg.mqtt,
             self.journal,
             gateway_id=cfg.gateway.id,
             topic_prefix=cfg.topic_prefix(),
             line=cfg.gateway.line,
+            commands=queue.put if queue is not None and cfg.commands.enabled else None,
         )
         for dev, state in self._device_states.items():
             self.forwarder.set_device_status(dev, state, "")
@@ -255,8 +280,9 @@ class Gateway:
         self.loaded = new
         assert self.journal is not None and self.binder_loop is not None
         self.journal.ctx = event_context(new)
-        binder = Binder(cfg, marks=self.binder_loop.binder.marks())
-        binder.adopt_passes(self.binder_loop.binder)
+        old_binder = self.binder_loop.binder
+        binder = Binder(cfg, marks=old_binder.marks(), view=old_binder.env.view)
+        binder.adopt(old_binder)
         self.binder_loop.binder = binder
         self._plans = new_plans
         if cfg.mqtt != old.mqtt and self.forwarder is not None:

@@ -152,6 +152,20 @@ class Gpi:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """A command from the MES (MQTT `{prefix}/gateway/{id}/cmd/{name}`), not yet validated:
+    `payload` as received. `reply_to` is where the answer goes (the `.../reply` topic or the MQTT
+    5 response topic), `correlation` the MQTT 5 correlation data, echoed back."""
+
+    device: str  # "" (no device: for the queue's accounting)
+    time: float
+    name: str
+    payload: bytes
+    reply_to: str
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The passing of time, for the binder's timeouts (it has no clock of its own)."""
 
@@ -159,7 +173,9 @@ class Tick:
     device: str = ""
 
 
-Observation = Scan | NoRead | DeviceState | Loss | Signals | WriteDone | TagRead | Gpi | Tick
+Observation = (
+    Scan | NoRead | DeviceState | Loss | Signals | WriteDone | TagRead | Gpi | Command | Tick
+)
 
 
 # --- trace events (binding -> journal -> forwarder) ------------------------------------------
@@ -230,6 +246,17 @@ def _new_event_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Aggregation:
+    """What an `aggregated` event says: `children` put into (`add`) or taken out of (`delete`)
+    `parent`, by assembly or packing. Rendered as the event's top-level members."""
+
+    action: str  # "add" or "delete"
+    kind: str  # "assembly" or "packing"
+    parent: Identity
+    children: tuple[Identity, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TraceEvent:
     """One record of the trace. `event_id` is fixed at creation and survives every re-send."""
 
@@ -244,6 +271,7 @@ class TraceEvent:
     reason: str | None = None
     detail: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     event_id: str = field(default_factory=_new_event_id)
+    aggregation: Aggregation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +358,13 @@ def render_members(event: TraceEvent, ctx: EventContext) -> str:
     )
     if event.reason is not None:
         out += f',"reason":{_q(event.reason)}'
+    agg = event.aggregation
+    if agg is not None:
+        children = ",".join(_identity_json(i) for i in agg.children)
+        out += (
+            f',"action":{_q(agg.action)},"kind":{_q(agg.kind)},'
+            f'"parent":{_identity_json(agg.parent)},"children":[{children}]'
+        )
     if event.detail:
         out += f',"detail":{_dumps(dict(event.detail))}'
     return out

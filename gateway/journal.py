@@ -39,6 +39,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from gateway import trace_index
 from gateway.events import (
     NO_STATION,
     EventContext,
@@ -48,6 +49,7 @@ from gateway.events import (
     render_members,
 )
 from gateway.log import Throttle, get_logger
+from gateway.trace_index import Change, PoolBlock, TraceView
 
 log = get_logger(__name__)
 
@@ -108,6 +110,7 @@ class _Pending:
     members: str
     ticket: _Ticket | None
     mark: HandshakeMark | None = None
+    changes: tuple[Change, ...] = ()  # trace index and durable state (gateway.trace_index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,8 @@ class Journal:
         self._pending: deque[_Pending] = deque()
         self._acked: dict[int, int] = {}  # seq -> payload size, PUBACKed, delete not committed
         self.handshake_marks: dict[str, HandshakeMark] = {}  # as found at open
+        self.state: dict[str, str] = {}  # durable state as found at open (work orders, pools)
+        self.pool_blocks: list[PoolBlock] = []  # likewise
         self._gone: set[int] = set()  # deleted seqs still inside the recent tail
         self.recent: deque[Row] = deque(maxlen=RECENT_ROWS)
         self._rows = 0
@@ -215,7 +220,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = connect(self.path)
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + trace_index.SCHEMA)
             if self._max_file_pages is not None:
                 conn.execute(f"PRAGMA max_page_count={int(self._max_file_pages)}")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
@@ -239,6 +244,8 @@ class Journal:
                     "SELECT station, event_id, data_hash, verdict FROM handshakes"
                 )
             }
+            self.state = trace_index.load_state(conn)
+            self.pool_blocks = trace_index.load_pool_blocks(conn)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._wconn = conn
@@ -290,17 +297,22 @@ class Journal:
         *,
         reserve: bool = False,
         marks: Sequence[HandshakeMark] = (),
+        changes: Sequence[Change] = (),
     ) -> asyncio.Future[list[int]]:
         """Queue events for the next commit; returns a future of their seqs, resolved once
-        committed. Waits first while the outbox is full (unless `reserve`, for the gateway's own
-        events) or too much is pending."""
+        committed. `marks` and `changes` are written in the transaction of the event they name.
+        Waits first while the outbox is full (unless `reserve`, for the gateway's own events) or
+        too much is pending."""
         while not self._may_append(reserve):
             self._space.clear()
             await self._space.wait()
-        return self._enqueue(events, marks)
+        return self._enqueue(events, marks, changes)
 
     def _enqueue(
-        self, events: Sequence[TraceEvent], marks: Sequence[HandshakeMark] = ()
+        self,
+        events: Sequence[TraceEvent],
+        marks: Sequence[HandshakeMark] = (),
+        changes: Sequence[Change] = (),
     ) -> asyncio.Future[list[int]]:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         if not events:
@@ -309,6 +321,9 @@ class Journal:
         ticket = _Ticket(future, len(events), [])
         ctx = self.ctx
         by_event = {m.event_id: m for m in marks}
+        changed: dict[str, list[Change]] = {}
+        for c in changes:
+            changed.setdefault(c.event_id, []).append(c)
         self._pending.extend(
             _Pending(
                 ev.event_id,
@@ -318,12 +333,29 @@ class Journal:
                 render_members(ev, ctx),
                 ticket,
                 by_event.get(ev.event_id),
+                tuple(changed.get(ev.event_id, ())) if changed else (),
             )
             for ev in events
         )
         self._wakeup.set()
         self._appended.set()
         return future
+
+    async def prune_trace(self, before: float) -> int:
+        """Forget units of the trace index last seen before `before` (trace.retention_days)."""
+        assert self._wconn is not None
+        conn = self._wconn
+        n = await asyncio.get_running_loop().run_in_executor(
+            self._writer, trace_index.prune, conn, before
+        )
+        if n:
+            log.info("trace_pruned", units=n, before=before)
+        return n
+
+    def trace_view(self) -> TraceView:
+        """The binder's view of the trace index (gateway.trace_index), on a connection of its
+        own, read-only, used from the loop thread (point queries)."""
+        return TraceView(connect(self.path, readonly=True))
 
     async def commit(
         self,
@@ -549,6 +581,9 @@ class Journal:
             ]
             if marks:  # in the transaction of their events: see gateway.binding.cycles
                 conn.executemany("INSERT OR REPLACE INTO handshakes VALUES (?,?,?,?)", marks)
+            for p, row in zip(batch, rows, strict=True):
+                if p.changes:  # likewise: see gateway.trace_index
+                    trace_index.write(conn, row.seq, p.time, row.payload, p.changes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

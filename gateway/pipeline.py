@@ -19,9 +19,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gateway.binding import Binder, BindResult, WriteRequest
+from gateway.binding.commands import Reply
 from gateway.devices.base import WriteFailed
 from gateway.events import Loss, Observation, Tick, WriteDone
 from gateway.journal import Journal
@@ -97,6 +99,8 @@ class Writer:
         self._queues: dict[str, asyncio.Queue[tuple[WriteRequest, asyncio.Future[Any] | None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._pulses: dict[tuple[str, str], int] = {}  # (device, signal) -> latest pulse number
+        # Writes that failed, by (event, what): a write `if_written` one of them is not done.
+        self._failed: deque[tuple[str, str]] = deque(maxlen=1024)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -120,6 +124,8 @@ class Writer:
             try:
                 if committed is not None:
                     await asyncio.shield(committed)  # never write before the record exists
+                if req.if_written is not None and (req.after, req.if_written) in self._failed:
+                    raise WriteFailed(f"not written: {req.if_written} of this record failed")
                 device = self._lookup(req.device)
                 if device is None:
                     raise WriteFailed(f"device {req.device!r} is not running")
@@ -128,6 +134,8 @@ class Writer:
             except (WriteFailed, TimeoutError) as exc:
                 error = str(exc) or f"no answer within {WRITE_TIMEOUT_S} s"
                 log.warning("write_failed", device=req.device, signal=req.signal, error=error)
+                if req.after is not None:
+                    self._failed.append((req.after, req.tag.rpartition("/")[2]))
             if error is None and req.pulse_s is not None:
                 self._pulse_end(req)
             self._report(WriteDone(req.device, time.time(), req.signal, req.value, error, req.tag))
@@ -160,12 +168,15 @@ class BinderLoop:
         binder: Binder,
         journal: Journal,
         writer: Writer | None = None,
+        reply: Callable[[Reply], None] | None = None,
+        *,
         batch: int = 1024,
     ) -> None:
         self.queue = queue
         self.binder = binder
         self.journal = journal
         self.writer = writer
+        self.reply: Callable[[Reply], None] = reply or _no_reply
         self.batch = batch
         self.events_by_type: dict[str, int] = {}
         self.last_progress = time.monotonic()
@@ -188,7 +199,20 @@ class BinderLoop:
             counts[ev.type] = counts.get(ev.type, 0) + 1
         for event, fields in out.notes:
             log.info(event, **fields)
-        committed = await self.journal.append(out.events, marks=out.marks)
+        view = self.binder.env.view
+        if out.changes:
+            # The binder's own decisions are visible to it before they are on disk; dropped
+            # from the overlay once committed (gateway.trace_index, invariant 2).
+            view.apply(out.changes)
+        committed = await self.journal.append(out.events, marks=out.marks, changes=out.changes)
+        if out.changes:
+            ids = {c.event_id for c in out.changes}
+            committed.add_done_callback(lambda _: view.committed(ids))
+        for r in out.replies:
+            if r.after is None:
+                self.reply(r)
+            else:
+                committed.add_done_callback(partial(self._replied, r))
         if out.writes:
             if self.writer is None:
                 raise RuntimeError("the binder asked for writes, but no writer is running")
@@ -196,12 +220,20 @@ class BinderLoop:
                 self.writer.submit(w, committed if w.after is not None else None)
         self.last_progress = time.monotonic()
 
+    def _replied(self, reply: Reply, committed: asyncio.Future[Any]) -> None:
+        if not committed.cancelled() and committed.exception() is None:
+            self.reply(reply)
+
     async def drain(self) -> None:
         """Bind what is queued now (shutdown), without waiting for more; then close the open
         tag passes, so that a clean stop loses none."""
         while len(self.queue):
             await self._bind(await self.queue.get_batch(self.batch))
         await self._commit(self.binder.flush(time.time()))
+
+
+def _no_reply(reply: Reply) -> None:
+    """Replies go nowhere (a BinderLoop without a forwarder: tests, tools)."""
 
 
 def tick_period(quiet_times_ms: list[int]) -> float:

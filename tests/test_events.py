@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.events import (
+    Aggregation,
     EventContext,
     Identity,
     Parameter,
@@ -43,6 +44,11 @@ def reference(event: TraceEvent, ctx: EventContext) -> str:
     }
     if event.reason is not None:
         doc["reason"] = event.reason
+    if event.aggregation is not None:
+        agg = event.aggregation
+        doc["action"], doc["kind"] = agg.action, agg.kind
+        doc["parent"] = agg.parent.to_json()
+        doc["children"] = [c.to_json() for c in agg.children]
     if event.detail:
         doc["detail"] = dict(event.detail)
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)[1:-1]
@@ -78,6 +84,14 @@ events = st.builds(
     result=maybe,
     reason=maybe,
     detail=st.dictionaries(text, st.integers() | text | st.none(), max_size=3),
+    aggregation=st.none()
+    | st.builds(
+        Aggregation,
+        action=st.sampled_from(["add", "delete"]),
+        kind=st.sampled_from(["assembly", "packing"]),
+        parent=identities,
+        children=st.lists(identities, max_size=4).map(tuple),
+    ),
 )
 contexts = st.builds(EventContext, gateway=text, line=text, config_hash=text)
 

@@ -15,59 +15,29 @@ cycle's (after a restart or a reconnect, or a PLC that dropped and raised its re
 want of an ack) is acknowledged again and never recorded twice; other data is a new cycle. A PLC
 that does not drop its request within `ack_timeout_s` of the ack is reported once
 (`handshake.timeout`).
+
+What the cycle was (identity, parameters, rules, commissioning) is gateway.binding.record's;
+identities from the station's scanners or portal wait in its window (gateway.binding.window)
+until a cycle takes them, or expire as `step.incomplete`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from gateway.binding import rules
+from gateway.binding.env import Env
+from gateway.binding.record import Record, Recorder
+from gateway.binding.result import BindResult, WriteRequest
+from gateway.binding.window import Read, Window
 from gateway.config.models import StationConfig
-from gateway.events import (
-    HandshakeMark,
-    Identity,
-    Parameter,
-    Signals,
-    SignalValue,
-    TraceEvent,
-    rfc3339,
-)
-from gateway.identifiers import IdentifierRejected, parse_code
+from gateway.events import HandshakeMark, Identity, Signals, SignalValue, TraceEvent
 
-VERDICT_OK = 1
-VERDICT_REJECTED = 2
-VERDICT_NO_IDENTITY = 3
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRequest:
-    """A write the pipeline performs: after the commit of `after` (an event id) when given;
-    with `pulse_s`, the opposite value is written that long after (unless written again)."""
-
-    device: str
-    signal: str
-    value: Any
-    after: str | None
-    tag: str
-    pulse_s: float | None = None
-
-
-@dataclass
-class BindResult:
-    events: list[TraceEvent] = field(default_factory=list)
-    writes: list[WriteRequest] = field(default_factory=list)
-    marks: list[HandshakeMark] = field(default_factory=list)
-    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # for the log
-
-    def extend(self, other: BindResult) -> None:
-        self.events += other.events
-        self.writes += other.writes
-        self.marks += other.marks
-        self.notes += other.notes
+__all__ = ["BindResult", "CycleStation", "WriteRequest"]
 
 
 @dataclass
@@ -85,18 +55,28 @@ class CycleStation:
         self,
         st: StationConfig,
         units: Mapping[tuple[str, str], str | None],
+        env: Env,
         mark: HandshakeMark | None = None,
     ) -> None:
         self.st = st
-        self.units = units
-        ident = st.identity
-        self.schemes = frozenset(ident.schemes) if ident is not None else frozenset()
-        self.pattern = re.compile(ident.plain_pattern) if ident and ident.plain_pattern else None
+        self.env = env
+        self.recorder = Recorder(st, units, env)
         self.device = st.trigger.device if st.trigger else st.handshake.device  # type: ignore[union-attr]
         self._last_trigger: Any = None
         self._unreadable_since: float | None = None
         self._hs = _Handshake(mark=mark)
-        self.pending_scan: Identity | None = None  # latest scan from the station's scanners
+        # Scans and tag passes wait here for a cycle: stations that identify units by
+        # scanners or a portal (not by the PLC, and not by commissioning).
+        scanned = st.identity is not None and bool(st.identity.sources)
+        by_window = (scanned or st.portal is not None) and st.commission is None
+        self.window = Window(st.window) if by_window else None
+        self._deferred: list[tuple[float, Signals]] = []  # cycles waiting for window.after_ms
+
+    def offer(self, t: float, identity: Identity) -> BindResult:
+        """An identity read at this station by its scanners or portal: it waits for a cycle."""
+        if self.window is None:
+            return BindResult()
+        return self._incomplete(self.window.offer(t, identity), t)
 
     @property
     def mark(self) -> HandshakeMark | None:
@@ -123,7 +103,7 @@ class CycleStation:
                     obs.time,
                     self.st.id,
                     self.st.step_name,
-                    self.st.work_order,
+                    self.env.orders.name(self.st.id),
                     reason="signal_unreadable",
                     detail={"device": obs.device, "signal": v.name, "status": v.status},
                 )
@@ -157,8 +137,17 @@ class CycleStation:
         }[trig.edge]
         if not fired:
             return BindResult()
-        event, _ = self._cycle_event(obs)
-        return BindResult(events=[event])
+        if self.window is not None and self.window.after_s > 0:
+            self._deferred.append((obs.time, obs))  # recorded once its window has closed
+            return BindResult()
+        return self._recorded(self._record(obs, obs.time))
+
+    def _record(self, obs: Signals, end: float) -> Record:
+        candidates = self.window.take(end) if self.window is not None else None
+        return self.recorder.record(obs, end, candidates)
+
+    def _recorded(self, rec: Record) -> BindResult:
+        return BindResult(events=[rec.event, *rec.events_after], changes=rec.changes)
 
     def _handshake(self, obs: Signals) -> BindResult:
         hs = self.st.handshake
@@ -189,12 +178,15 @@ class CycleStation:
                     )
                 )
                 return out
-            event, verdict = self._cycle_event(obs)
-            state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, verdict)
+            rec = self._record(obs, obs.time)
+            event = rec.event
+            state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, rec.verdict)
             state.acked_at, state.timeout_reported = None, False
-            out.events.append(event)
+            out.extend(self._recorded(rec))
             out.marks.append(state.mark)
-            out.writes += self._ack_writes(state.mark, after=event.event_id)
+            out.writes += rec.before_ack
+            first = rec.before_ack[0].tag.partition("/")[2] if rec.before_ack else None
+            out.writes += self._ack_writes(state.mark, after=event.event_id, if_written=first)
         else:
             state.active = False
             ack = obs.get(hs.ack)
@@ -204,15 +196,20 @@ class CycleStation:
                 )
         return out
 
-    def _ack_writes(self, mark: HandshakeMark, after: str | None) -> list[WriteRequest]:
+    def _ack_writes(
+        self, mark: HandshakeMark, after: str | None, if_written: str | None = None
+    ) -> list[WriteRequest]:
         hs = self.st.handshake
         assert hs is not None
         writes = []
+        tag = f"{self.st.id}/"
         if hs.verdict is not None:
             writes.append(
-                WriteRequest(hs.device, hs.verdict, mark.verdict, after, f"{self.st.id}/verdict")
+                WriteRequest(
+                    hs.device, hs.verdict, mark.verdict, after, tag + "verdict", None, if_written
+                )
             )
-        writes.append(WriteRequest(hs.device, hs.ack, True, after, f"{self.st.id}/ack"))
+        writes.append(WriteRequest(hs.device, hs.ack, True, after, tag + "ack", None, if_written))
         return writes
 
     def write_done(self, signal: str, tag: str, error: str | None, time: float) -> BindResult:
@@ -227,7 +224,7 @@ class CycleStation:
                         time,
                         self.st.id,
                         self.st.step_name,
-                        self.st.work_order,
+                        self.env.orders.name(self.st.id),
                         reason="write_failed",
                         detail={
                             "device": hs.device,
@@ -243,6 +240,40 @@ class CycleStation:
         return BindResult()
 
     def tick(self, now: float) -> BindResult:
+        out = BindResult()
+        window = self.window
+        if window is not None:
+            while self._deferred and self._deferred[0][0] + window.after_s <= now:
+                end, obs = self._deferred.pop(0)
+                out.extend(self._recorded(self._record(obs, end)))
+            if not self._deferred:
+                out.extend(self._incomplete(window.expired(now), now))
+        out.extend(self._handshake_timeout(now))
+        return out
+
+    def _incomplete(self, reads: list[Read], now: float) -> BindResult:
+        """Identities that no cycle took: `step.incomplete`, one per unit."""
+        out = BindResult()
+        seen: set[str] = set()
+        for r in reads:
+            if r.identity.value in seen:
+                continue
+            seen.add(r.identity.value)
+            ev = TraceEvent(
+                "step.incomplete",
+                r.time,
+                self.st.id,
+                self.st.step_name,
+                self.env.orders.name(self.st.id),
+                ids=(r.identity,),
+                reason="no_cycle",
+                detail={"window_ms": self.st.window.before_ms},
+            )
+            out.events.append(ev)
+            out.changes.append(rules.seen(r.identity, ev.event_id, r.time))
+        return out
+
+    def _handshake_timeout(self, now: float) -> BindResult:
         hs, state = self.st.handshake, self._hs
         if hs is None or not state.active or state.acked_at is None or state.timeout_reported:
             return BindResult()
@@ -256,7 +287,7 @@ class CycleStation:
                     now,
                     self.st.id,
                     self.st.step_name,
-                    self.st.work_order,
+                    self.env.orders.name(self.st.id),
                     reason="request_not_dropped",
                     detail={
                         "device": hs.device,
@@ -268,100 +299,6 @@ class CycleStation:
             ]
         )
 
-    # --- the cycle's record --------------------------------------------------------------------
-
-    def _cycle_event(self, obs: Signals) -> tuple[TraceEvent, int]:
-        st = self.st
-        params = {
-            p.param_name: self._parameter(p.device, p.signal, p.min, p.max, obs)
-            for p in st.parameters
-        }
-        result = None
-        if st.result is not None:
-            v = obs.get(st.result.signal)
-            if v is not None and v.good:
-                result = "OK" if v.value in st.result.ok_values else "NOK"
-        detail: dict[str, Any] = {"device": obs.device, "trigger": self._trigger_name()}
-        try:
-            ids = self._identity(obs)
-        except IdentifierRejected as exc:
-            return TraceEvent(
-                "rejected",
-                obs.time,
-                st.id,
-                st.step_name,
-                st.work_order,
-                parameters=params,
-                result=result,
-                reason=exc.reason,
-                detail={**detail, "message": exc.message},
-            ), VERDICT_REJECTED
-        if ids is None:
-            return TraceEvent(
-                "noread",
-                obs.time,
-                st.id,
-                st.step_name,
-                st.work_order,
-                parameters=params,
-                result=result,
-                reason="no_identity",
-                detail=detail,
-            ), VERDICT_NO_IDENTITY
-        return TraceEvent(
-            "step.completed",
-            obs.time,
-            st.id,
-            st.step_name,
-            st.work_order,
-            ids=ids,
-            parameters=params,
-            result=result,
-            detail=detail,
-        ), VERDICT_OK
-
-    def _identity(self, obs: Signals) -> tuple[Identity, ...] | None:
-        """The unit of this cycle: from the PLC signal, else the latest scan at the station;
-        () when the station identifies nothing, None when it should have and could not."""
-        ident = self.st.identity
-        if ident is None:
-            return ()
-        if ident.signal is not None:
-            v = obs.get(ident.signal.signal)
-            text = v.value if v is not None and v.good and isinstance(v.value, str) else ""
-            if not text.strip("\x00 \x1d"):
-                return None
-            return (
-                parse_code(
-                    text,
-                    source=ident.signal.device,
-                    schemes=self.schemes,
-                    plain_pattern=self.pattern,
-                ),
-            )
-        scan, self.pending_scan = self.pending_scan, None
-        return (scan,) if scan is not None else None
-
-    def _parameter(
-        self, device: str, signal: str, low: float | None, high: float | None, obs: Signals
-    ) -> Parameter:
-        v: SignalValue | None = obs.get(signal) if device == obs.device else None
-        unit = self.units.get((device, signal))
-        if v is None or not v.good:
-            status = "not read" if v is None else v.status
-            return Parameter(None, unit, device, low, high, None, None, status)
-        in_tol = None
-        if (low is not None or high is not None) and isinstance(v.value, int | float):
-            in_tol = (low is None or v.value >= low) and (high is None or v.value <= high)
-        plc_time = rfc3339(v.source_time) if v.source_time is not None else None
-        return Parameter(v.value, unit, device, low, high, in_tol, plc_time)
-
-    def _trigger_name(self) -> str:
-        if self.st.trigger is not None:
-            return self.st.trigger.signal
-        assert self.st.handshake is not None
-        return self.st.handshake.request
-
     def _hash(self, obs: Signals) -> str:
         """The cycle's data, as the PLC presents it: what identifies one cycle among others."""
         hs = self.st.handshake
@@ -370,6 +307,8 @@ class CycleStation:
             names.add(self.st.result.signal)
         if self.st.identity is not None and self.st.identity.signal is not None:
             names.add(self.st.identity.signal.signal)
+        if self.st.commission is not None:
+            names.add(self.st.commission.counter)
         data = sorted(
             (v.name, repr(v.value))
             for v in obs.values

@@ -1,16 +1,18 @@
 """The binding engine: turns what devices saw into what the trace records.
 
-- A code read by one of a station's scanners becomes an `identified` event for that station,
-  step and work order, with the identity parsed and canonicalised; a code that fails the
-  station's rules becomes `rejected` with a reason; a scanner's NOREAD becomes `noread`.
-- A PLC station's cycle (trigger edge or handshake, see gateway.binding.cycles) becomes a
-  `step.completed` event with its parameters (with tolerances) and result, its identity from a
-  PLC signal or the station's latest scan; `rejected` or `noread` when the identity fails.
-- An RFID portal's tag reads become one `identified` event per tag pass (see
-  gateway.binding.portals); a station's `read_window` opens and closes the reader's inventory.
+- A code read by one of a station's scanners, or a tag pass at its portal, is an identity
+  arriving at the station (gateway.binding.identify): `identified`, `rejected` by the station's
+  rules, a part of an aggregation (gateway.binding.genealogy), or a candidate of its next cycle.
+- A PLC station's cycle (trigger edge or handshake, gateway.binding.cycles) becomes a
+  `step.completed` event with its parameters (with tolerances) and result (gateway.binding.
+  record), or `rejected`, `noread`, `ambiguous`; a commissioning station's becomes
+  `commissioned` (gateway.binding.commission).
+- RFID tag reads become tag passes (gateway.binding.portals); a station's `read_window` opens and
+  closes the reader's inventory.
+- Commands from the MES (work orders, serial pools) change durable state and are answered after
+  the commit (gateway.binding.mes); a station's `work_order_signal` changes its work order.
 - Device state changes and losses become `device.state` and `gap` events (no station).
-- A station's `outputs` (stack lights, gates) are written after the events that fire them are
-  committed.
+- A station's `outputs` (stack lights, gates) are written after the events that fire them.
 
 Nothing here guesses: every anomaly is an explicit event. `plans()` derives what each PLC must
 read from the stations that use it.
@@ -18,17 +20,23 @@ read from the stations that use it.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
-from gateway.binding.cycles import BindResult, CycleStation, WriteRequest
+from gateway.binding.commission import Pools
+from gateway.binding.context import WorkOrder, WorkOrders
+from gateway.binding.cycles import CycleStation
+from gateway.binding.env import Env
+from gateway.binding.genealogy import AggregationStation
+from gateway.binding.identify import Stations
+from gateway.binding.mes import CommandHandler
 from gateway.binding.portals import PortalStation, ReadWindow
-from gateway.config.models import LineConfig, OutputRule, StationConfig
+from gateway.binding.result import BindResult, WriteRequest
+from gateway.config.models import LineConfig, OutputRule
 from gateway.config.plc import ModbusConfig, OpcuaConfig
 from gateway.config.rfid import LlrpConfig
 from gateway.devices.base import DevicePlan
 from gateway.events import (
+    Command,
     DeviceState,
     Gpi,
     HandshakeMark,
@@ -42,84 +50,93 @@ from gateway.events import (
     TraceEvent,
     WriteDone,
 )
-from gateway.identifiers import IdentifierRejected, parse_code
-
-
-@dataclass(frozen=True, slots=True)
-class _ScanRules:
-    station: str
-    step: str
-    work_order: str | None
-    schemes: frozenset[str]
-    plain_pattern: re.Pattern[str] | None
-
-    @classmethod
-    def of(cls, st: StationConfig) -> _ScanRules:
-        ident = st.identity
-        pattern = ident.plain_pattern if ident is not None else None
-        schemes = frozenset(ident.schemes) if ident is not None else frozenset()
-        return cls(
-            st.id,
-            st.step_name,
-            st.work_order,
-            schemes,
-            re.compile(pattern) if pattern is not None else None,
-        )
-
-
-_UNBOUND = _ScanRules("", "", None, frozenset({"sgtin", "sscc", "lgtin", "gtin", "plain"}), None)
+from gateway.trace_index import PoolBlock, TraceView
 
 
 class Binder:
-    """Observations in, `BindResult`s out. Holds only plain state: the handshake and trigger
-    state of PLC stations (restored from the journal's marks after a restart)."""
+    """Observations in, `BindResult`s out. Holds plain state only: the handshake and trigger
+    state of PLC stations (restored from the journal's marks after a restart), the windows of
+    identities waiting for a cycle, open tag passes and aggregations; work orders and serial
+    pools (restored from the journal's state) and the trace view are its `env`."""
 
     def __init__(
-        self, config: LineConfig, marks: Mapping[str, HandshakeMark] | None = None
+        self,
+        config: LineConfig,
+        marks: Mapping[str, HandshakeMark] | None = None,
+        *,
+        state: Mapping[str, str] | None = None,
+        pool_blocks: Iterable[PoolBlock] = (),
+        view: TraceView | None = None,
     ) -> None:
         marks = marks or {}
+        state = state or {}
+        g = config.gateway
+        self.env = Env(
+            view if view is not None else TraceView.memory(),
+            WorkOrders.of(config, state),
+            Pools(config.pools, state, pool_blocks, g.site, g.line),
+        )
         units = {
             (d.id, name): sig.unit
             for d in config.devices
             if isinstance(d, OpcuaConfig | ModbusConfig)
             for name, sig in d.signals.items()
         }
-        self._by_scanner: dict[str, _ScanRules] = {}
-        self._cycles_by_scanner: dict[str, CycleStation] = {}
-        self._cycles: dict[str, list[CycleStation]] = {}
+        self._cycles: dict[str, list[CycleStation]] = {}  # PLC -> the stations it cycles
         self._by_station: dict[str, CycleStation] = {}
+        self._aggregations: dict[str, AggregationStation] = {}
         self._portals: dict[str, list[PortalStation]] = {}  # reader -> its portals
         self._portal_of: dict[str, PortalStation] = {}  # station -> its portal
         self._windows: dict[str, list[ReadWindow]] = {}  # PLC -> read windows it opens
+        self._wo_signals: dict[str, list[tuple[str, str]]] = {}  # PLC -> (station, signal)
         self._outputs: dict[str, list[OutputRule]] = {
             st.id: list(st.outputs) for st in config.stations if st.outputs
         }
-        antennas = {d.id: d.antennas for d in config.devices if isinstance(d, LlrpConfig)}
         for st in config.stations:
-            cycle = None
             if st.trigger is not None or st.handshake is not None:
-                cycle = CycleStation(st, units, marks.get(st.id))
+                cycle = CycleStation(st, units, self.env, marks.get(st.id))
                 self._cycles.setdefault(cycle.device, []).append(cycle)
                 self._by_station[st.id] = cycle
-            for src in st.identity.sources if st.identity else ():
-                self._by_scanner[src] = _ScanRules.of(st)
-                if cycle is not None:
-                    self._cycles_by_scanner[src] = cycle
-            if st.portal is not None:
-                portal = PortalStation(st, antennas.get(st.portal.device, [1]), cycle)
-                self._portals.setdefault(portal.reader, []).append(portal)
-                self._portal_of[st.id] = portal
+            if st.aggregation is not None:
+                self._aggregations[st.id] = AggregationStation(st, self.env)
             if st.read_window is not None:
                 window = ReadWindow(st)
                 self._windows.setdefault(window.plc, []).append(window)
+            if st.work_order_signal is not None:
+                w = st.work_order_signal
+                self._wo_signals.setdefault(w.device, []).append((st.id, w.signal))
+        self.stations = Stations(
+            list(config.stations), self.env, self._by_station, self._aggregations
+        )
+        antennas = {d.id: d.antennas for d in config.devices if isinstance(d, LlrpConfig)}
+        for st in config.stations:
+            if st.portal is not None:
+                portal = PortalStation(
+                    st, antennas.get(st.portal.device, [1]), self.env, self.stations.identify
+                )
+                self._portals.setdefault(portal.reader, []).append(portal)
+                self._portal_of[st.id] = portal
+        self._commands = CommandHandler(
+            self.env, [st.id for st in config.stations], config.commands.max_bytes
+        )
 
-    def adopt_passes(self, old: Binder) -> None:
-        """Keep the open tag passes of portals a reload leaves unchanged (a reload must not cut
-        a pass in two)."""
+    def adopt(self, old: Binder) -> None:
+        """A reload: keep what is not configuration. Work orders and serial pools stay (pools
+        the new configuration still has); open tag passes of portals left unchanged stay (a
+        reload must not cut a pass in two); the trace view is the same."""
+        self.env.view = old.env.view
+        self.env.orders.active = dict(old.env.orders.active)
+        self.env.orders._refresh()
+        for pid, pool in self.env.pools.pools.items():
+            before = old.env.pools.pools.get(pid)
+            if before is not None:
+                cfg = pool.cfg
+                self.env.pools.pools[pid] = before
+                before.cfg = cfg
         for station, portal in self._portal_of.items():
-            before = old._portal_of.get(station)
-            if before is not None and before.st.portal == portal.st.portal:
-                portal.builder.open = before.builder.open
+            prior = old._portal_of.get(station)
+            if prior is not None and prior.st.portal == portal.st.portal:
+                portal.builder.open = prior.builder.open
 
     def flush(self, now: float) -> BindResult:
         """The gateway stops: close the open tag passes (`closed_by: stop`)."""
@@ -165,7 +182,7 @@ class Binder:
     def _process(self, obs: Observation) -> BindResult:
         match obs:
             case Scan():
-                return self._scan(obs)
+                return self.stations.scan(obs)
             case Signals():
                 return self._signals(obs)
             case Gpi():
@@ -179,19 +196,9 @@ class Binder:
             case Tick():
                 return self._tick(obs.time)
             case NoRead():
-                r = self._by_scanner.get(obs.device, _UNBOUND)
-                return BindResult(
-                    events=[
-                        TraceEvent(
-                            "noread",
-                            obs.time,
-                            r.station or None,
-                            r.step or None,
-                            r.work_order,
-                            detail={"source": obs.device, "raw": obs.text},
-                        )
-                    ]
-                )
+                return self.stations.noread(obs)
+            case Command():
+                return self._commands.handle(obs)
             case DeviceState():
                 return BindResult(
                     events=[
@@ -222,11 +229,27 @@ class Binder:
 
     def _signals(self, obs: Signals) -> BindResult:
         out = BindResult()
+        for station, signal in self._wo_signals.get(obs.device, ()):
+            out.extend(self._work_order_signal(station, signal, obs))
         for cycle in self._cycles.get(obs.device, ()):
             out.extend(cycle.signals(obs))
         for window in self._windows.get(obs.device, ()):
             out.extend(window.signals(obs))
         return out
+
+    def _work_order_signal(self, station: str, signal: str, obs: Signals) -> BindResult:
+        v = obs.get(signal)
+        if v is None or not v.good or not isinstance(v.value, str):
+            return BindResult()
+        name = v.value.strip("\x00 ")
+        current = self.env.orders.active.get(station)
+        if (current.work_order if current is not None else "") == name:
+            return BindResult()
+        order = WorkOrder(name) if name else None
+        change = self.env.orders.set(station, order, time=obs.time, source="signal")
+        if change is None:
+            return BindResult()
+        return BindResult(events=[change.event], changes=[change.state])
 
     def _tick(self, now: float) -> BindResult:
         out = BindResult()
@@ -234,35 +257,9 @@ class Binder:
             out.extend(cycle.tick(now))
         for portal in self._portal_of.values():
             out.extend(portal.tick(now))
+        for agg in self._aggregations.values():
+            out.extend(agg.tick(now))
         return out
-
-    def _scan(self, obs: Scan) -> BindResult:
-        r = self._by_scanner.get(obs.device, _UNBOUND)
-        station, step = r.station or None, r.step or None
-        try:
-            ident = parse_code(
-                obs.text, source=obs.device, schemes=r.schemes, plain_pattern=r.plain_pattern
-            )
-        except IdentifierRejected as exc:
-            return BindResult(
-                events=[
-                    TraceEvent(
-                        "rejected",
-                        obs.time,
-                        station,
-                        step,
-                        r.work_order,
-                        reason=exc.reason,
-                        detail={"message": exc.message, "source": obs.device, "raw": obs.text},
-                    )
-                ]
-            )
-        cycle = self._cycles_by_scanner.get(obs.device)
-        if cycle is not None:
-            cycle.pending_scan = ident  # the unit of the station's next cycle
-        return BindResult(
-            events=[TraceEvent("identified", obs.time, station, step, r.work_order, ids=(ident,))]
-        )
 
 
 def _fires(rule: OutputRule, ev: TraceEvent) -> bool:
@@ -277,13 +274,17 @@ def _fires(rule: OutputRule, ev: TraceEvent) -> bool:
 
 
 def plans(config: LineConfig) -> dict[str, DevicePlan]:
-    """What each PLC must read for the stations: the signals that end cycles are watched; the
-    cycle's data (identity, parameters, result, and the handshake's ack) is read with them."""
+    """What each PLC must read for the stations: the signals that end cycles (and work order
+    signals) are watched; the cycle's data (identity, parameters, result, the commissioning
+    counter, and the handshake's ack) is read with them."""
     watch: dict[str, set[str]] = {}
     snap: dict[str, dict[str, list[str]]] = {}
     for st in config.stations:
         if st.read_window is not None:
             watch.setdefault(st.read_window.device, set()).add(st.read_window.signal)
+        if st.work_order_signal is not None:
+            w = st.work_order_signal
+            watch.setdefault(w.device, set()).add(w.signal)
         if st.trigger is not None:
             device, signal = st.trigger.device, st.trigger.signal
         elif st.handshake is not None:
@@ -300,6 +301,8 @@ def plans(config: LineConfig) -> dict[str, DevicePlan]:
             and st.identity.signal.device == device
         ):
             data.append(st.identity.signal.signal)
+        if st.commission is not None:
+            data.append(st.commission.counter)
         if st.handshake is not None:
             data.append(st.handshake.ack)
         group = snap.setdefault(device, {}).setdefault(signal, [])
@@ -308,3 +311,6 @@ def plans(config: LineConfig) -> dict[str, DevicePlan]:
         device: DevicePlan(frozenset(names), {k: tuple(v) for k, v in snap.get(device, {}).items()})
         for device, names in watch.items()
     }
+
+
+__all__ = ["BindResult", "Binder", "plans"]

@@ -1,10 +1,10 @@
 """Portal stations: an RFID reader's tag reads become one `identified` event per tag pass.
 
 Each station with a `portal` owns a PassBuilder (gateway.binding.portal) over its antennas of
-the reader. A closed pass becomes an `identified` event whose identity is the tag's EPC decoded
-(gateway.identifiers.epc: an SGTIN gives the same key as a DataMatrix of the unit), and whose
-`detail.pass` says when, how often, on which antennas and which way. The pass binds the
-station's next PLC cycle like a scan does.
+the reader. A closed pass is an identity arriving at the station (the tag's EPC decoded,
+gateway.identifiers.epc: an SGTIN gives the same key as a DataMatrix of the unit), taken the
+station's identity path like a scan (gateway.binding.identify), with `detail.pass` saying when,
+how often, on which antennas and which way.
 
 Passes of tags the portal does not want (`schemes`) are ignored and counted, like strays and
 filtered reads; the counts are logged when they change (at most every `COUNT_NOTE_S`).
@@ -15,15 +15,20 @@ change becomes a write of `inventory` to the reader, performed at once (nothing 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.binding.cycles import BindResult, CycleStation, WriteRequest
+from gateway.binding.env import Env
 from gateway.binding.portal import PassBuilder, TagPass
+from gateway.binding.result import BindResult, WriteRequest
 from gateway.config.models import StationConfig
-from gateway.events import Signals, TagRead, TraceEvent
+from gateway.events import Identity, Signals, TagRead, TraceEvent
 from gateway.identifiers import SCHEMES, IdentifierRejected
 from gateway.identifiers.epc import epc_identity
+
+# The station's identity path (gateway.binding.identify.Stations.identify).
+Identify = Callable[[StationConfig, Identity, float, str, dict[str, Any]], BindResult]
 
 COUNT_NOTE_S = 60.0
 ALL_SCHEMES = frozenset(SCHEMES)  # a portal filters by `schemes` itself: ignored, not rejected
@@ -39,14 +44,15 @@ class _Counts:
 
 class PortalStation:
     def __init__(
-        self, st: StationConfig, reader_antennas: list[int], cycle: CycleStation | None
+        self, st: StationConfig, reader_antennas: list[int], env: Env, identify: Identify
     ) -> None:
         assert st.portal is not None
         self.st = st
+        self.env = env
         self.reader = st.portal.device
         self.builder = PassBuilder(st.portal, reader_antennas)
         self.schemes = frozenset(st.portal.schemes)
-        self.cycle = cycle
+        self._identify = identify
         self.ignored = 0
         self._noted = _Counts()
 
@@ -82,7 +88,7 @@ class PortalStation:
                         p.last_rx,
                         st.id,
                         st.step_name,
-                        st.work_order,
+                        self.env.orders.name(st.id),
                         reason=exc.reason,
                         detail={
                             "message": exc.message,
@@ -96,19 +102,8 @@ class PortalStation:
             if self.schemes and ident.scheme not in self.schemes:
                 self.ignored += 1
                 continue
-            if self.cycle is not None:
-                self.cycle.pending_scan = ident  # the unit of the station's next cycle
-            out.events.append(
-                TraceEvent(
-                    "identified",
-                    p.last_rx,
-                    st.id,
-                    st.step_name,
-                    st.work_order,
-                    ids=(ident,),
-                    detail={"source": self.reader, "pass": p.summary()},
-                )
-            )
+            detail = {"source": self.reader, "pass": p.summary()}
+            out.extend(self._identify(st, ident, p.last_rx, self.reader, detail))
         return out
 
     def _note_counts(self, now: float, out: BindResult) -> None:

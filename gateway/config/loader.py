@@ -43,6 +43,25 @@ DEVICE_MODELS: dict[str, type[BaseModel]] = {
     "llrp": LlrpConfig,
 }
 
+# Station fields that name one PLC signal ({device, signal}), and what they need of it.
+SIGNAL_FIELDS = (
+    ("result", "any"),
+    ("read_window", "bool"),
+    ("work_order_signal", "string"),
+    ("verdict", "writable int"),
+)
+
+# Fields of a handshake and of commissioning that name signals of the handshake's PLC.
+HANDSHAKE_FIELDS = (("request", "bool"), ("ack", "writable bool"), ("verdict", "writable int"))
+COMMISSION_FIELDS = (("write", "writable string"), ("counter", "any"))
+
+
+def _named(
+    at: PathKey, device: Any, spec: dict[str, Any], fields: tuple[tuple[str, str], ...]
+) -> list[tuple[PathKey, Any, str | None, str]]:
+    return [(at, device, spec.get(name), f"{use}@{name}") for name, use in fields if name in spec]
+
+
 PROFILE_HEADER = ("vendor", "model", "description", "kind", "settings", "example", "notes")
 
 
@@ -405,6 +424,60 @@ class _Loader:
                     )
                 else:
                     used_by[src] = str(st.get("id"))
+        self._serialization_refs(data)
+
+    def _serialization_refs(self, data: dict[str, Any]) -> None:
+        """Steps a rule requires are some station's; pools are declared once and exist where a
+        station takes from one; an aggregation's sides name this station's own devices."""
+        pools: dict[str, Mark] = {}
+        for i, entry in _entries(data.get("pools")):
+            self._unique("pools", i, entry, pools, "pool")
+        steps = {
+            str(st.get("step") or st.get("id")) for _, st in _entries(data.get("stations"))
+        }
+        for s, st in _entries(data.get("stations")):
+            rules = st.get("rules")
+            requires = rules.get("requires") if isinstance(rules, dict) else None
+            for k, step in enumerate(requires if isinstance(requires, list) else []):
+                if isinstance(step, str) and step not in steps:
+                    self.problem(
+                        ("stations", s, "rules", "requires", k),
+                        "no station records this step" + _suggest(step, sorted(steps)),
+                        got=step,
+                        has_got=True,
+                    )
+            spec = st.get("commission")
+            name = spec.get("pool") if isinstance(spec, dict) else None
+            if isinstance(name, str) and name not in pools:
+                self.problem(
+                    ("stations", s, "commission", "pool"),
+                    "no pool with this id in `pools`" + _suggest(name, list(pools)),
+                    got=name,
+                    has_got=True,
+                )
+            self._aggregation_sides(s, st)
+
+    def _aggregation_sides(self, s: int, st: dict[str, Any]) -> None:
+        agg = st.get("aggregation")
+        if not isinstance(agg, dict):
+            return
+        identity = st.get("identity")
+        own = list(identity.get("sources") or []) if isinstance(identity, dict) else []
+        portal = st.get("portal")
+        if isinstance(portal, dict) and isinstance(portal.get("device"), str):
+            own.append(portal["device"])
+        for side in ("parent", "children"):
+            spec = agg.get(side)
+            sources = spec.get("sources") if isinstance(spec, dict) else None
+            for k, src in enumerate(sources if isinstance(sources, list) else []):
+                if isinstance(src, str) and src not in own:
+                    self.problem(
+                        ("stations", s, "aggregation", side, "sources", k),
+                        "not one of this station's identity sources or its portal"
+                        + _suggest(src, own),
+                        got=src,
+                        has_got=True,
+                    )
 
     def _portal_ref(self, s: int, st: dict[str, Any], devices: dict[str, Any]) -> None:
         """A portal names an LLRP reader of the line, with antennas it inventories; a read window
@@ -490,29 +563,17 @@ class _Loader:
             refs.append((("trigger",), trigger.get("device"), trigger.get("signal"), use))
         hs = st.get("handshake")
         if isinstance(hs, dict):
-            for field_name, use in (
-                ("request", "bool"),
-                ("ack", "writable bool"),
-                ("verdict", "writable int"),
-            ):
-                if field_name in hs:
-                    refs.append(
-                        (
-                            ("handshake",),
-                            hs.get("device"),
-                            hs.get(field_name),
-                            f"{use}@{field_name}",
-                        )
-                    )
+            refs += _named(("handshake",), hs.get("device"), hs, HANDSHAKE_FIELDS)
         for k, prm in enumerate(st.get("parameters") or []):
             if isinstance(prm, dict):
                 refs.append((("parameters", k), prm.get("device"), prm.get("signal"), "any"))
-        result = st.get("result")
-        if isinstance(result, dict):
-            refs.append((("result",), result.get("device"), result.get("signal"), "any"))
-        window = st.get("read_window")
-        if isinstance(window, dict):
-            refs.append((("read_window",), window.get("device"), window.get("signal"), "bool"))
+        for key, use in SIGNAL_FIELDS:  # fields that are one {device, signal}
+            ref = st.get(key)
+            if isinstance(ref, dict):
+                refs.append(((key,), ref.get("device"), ref.get("signal"), use))
+        commission = st.get("commission")
+        if isinstance(commission, dict) and isinstance(hs, dict):
+            refs += _named(("commission",), hs.get("device"), commission, COMMISSION_FIELDS)
         for sub, device, signal, use in refs:
             self._signal_ref(("stations", s, *sub), device, signal, use, (kinds, signals))
 

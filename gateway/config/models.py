@@ -16,6 +16,18 @@ from pydantic import Field, field_validator, model_validator
 from gateway.config.base import CodeScheme, DeviceBase, Id, Model
 from gateway.config.plc import ModbusConfig, OpcuaConfig
 from gateway.config.rfid import LlrpConfig, PortalConfig
+from gateway.config.serialization import (
+    AggregationConfig,
+    CommandsConfig,
+    CommissionConfig,
+    EpcisConfig,
+    PoolConfig,
+    RulesConfig,
+    StationEpcisConfig,
+    TraceConfig,
+    WindowConfig,
+    WorkOrderSignal,
+)
 
 # --- gateway -----------------------------------------------------------------------------------
 
@@ -72,6 +84,12 @@ class MqttConfig(Model):
         "tracegate/{site}",
         min_length=1,
         description="Prefix of every topic. `{site}`, `{line}` and `{gateway}` are replaced.",
+    )
+    payload: Literal["json", "epcis"] = Field(
+        "json",
+        description="`json`: each event as a tracegate.event/1 document; `epcis`: as an EPCIS "
+        "2.0 JSON-LD document (docs/epcis.md), and events EPCIS has no place for (device "
+        "states, gaps, no-reads) still as tracegate.event/1.",
     )
     keepalive_s: int = Field(
         30,
@@ -494,7 +512,43 @@ class StationConfig(Model):
         None, description="The signal holding the cycle's result (OK/NOK)."
     )
     work_order: str | None = Field(
-        None, min_length=1, description="Work order stamped on events until one is set by command."
+        None,
+        min_length=1,
+        description="Work order stamped on events until one is set by command or signal.",
+    )
+    work_order_signal: WorkOrderSignal | None = Field(
+        None,
+        description="A PLC string signal holding this station's active work order (each change "
+        "becomes `work_order.changed`).",
+    )
+    window: WindowConfig = Field(
+        default_factory=WindowConfig,
+        description="Binding by time: which scanned or portal identities belong to a cycle.",
+    )
+    rules: RulesConfig = Field(
+        default_factory=RulesConfig,
+        description="What a unit must satisfy here (work order GTINs, uniqueness, route); a "
+        "unit that does not is `rejected` with the reason.",
+    )
+    aggregation: AggregationConfig | None = Field(
+        None,
+        description="Genealogy at this station: components into a unit (assembly), units into "
+        "a case or cases into a pallet (packing), or taking them out (unpacking, rework).",
+    )
+    commission: CommissionConfig | None = Field(
+        None,
+        description="Serial commissioning: on each handshake request a serial is taken from a "
+        "pool, recorded (`commissioned`) and written to the marker, then acknowledged.",
+    )
+    verdict: SignalRef | None = Field(
+        None,
+        description="A writable integer PLC signal that receives this station's verdict on each "
+        "identity read by a scanner or portal (1 OK, 2 rejected or `rules.verdict_codes`), "
+        "after its record is committed: a diverter for parts that must not go on.",
+    )
+    epcis: StationEpcisConfig = Field(
+        default_factory=StationEpcisConfig,
+        description="How this station appears in EPCIS output (`mqtt.payload: epcis`).",
     )
     outputs: list[OutputRule] = Field(
         [],
@@ -525,6 +579,26 @@ class StationConfig(Model):
         names = [p.param_name for p in self.parameters]
         if len(names) != len(set(names)):
             raise ValueError("parameter names must be unique in a station")
+        if self.commission is not None and self.handshake is None:
+            raise ValueError(
+                "commissioning answers a PLC's request for a serial: give the `handshake`"
+            )
+        if self.verdict is not None and self.handshake is not None:
+            raise ValueError(
+                "a handshake station writes its verdict with the handshake (`handshake.verdict`)"
+            )
+        if self.window.after_ms and self.handshake is not None:
+            raise ValueError(
+                "`window.after_ms` delays a cycle's record; a handshake's PLC waits for its "
+                "ack, so identities must come before the request (`before_ms`)"
+            )
+        if self.aggregation is not None and cycle:
+            raise ValueError(
+                "an aggregation closes by `count`, by the order of parent and children, or "
+                "after `max_open_s`, not by a PLC cycle: give it a station of its own"
+            )
+        if self.aggregation is not None and self.identity is None and self.portal is None:
+            raise ValueError("an aggregation needs identities: give `identity` or `portal`")
         return self
 
     @property
@@ -555,6 +629,22 @@ class LineConfig(Model):
     devices: list[DeviceConfig] = Field([], description="The devices this gateway reads.")
     stations: list[StationConfig] = Field(
         [], description="The stations of the line and what binds their events."
+    )
+    pools: list[PoolConfig] = Field(
+        [],
+        description="Serial pools for commissioning; their serials come from the MES by the "
+        "`serial-pool` command and are kept in the journal.",
+    )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, description="Commands from the MES over MQTT."
+    )
+    trace: TraceConfig = Field(
+        default_factory=TraceConfig,
+        description="The local trace index: what rules and `tracegate trace` know of units.",
+    )
+    epcis: EpcisConfig = Field(
+        default_factory=EpcisConfig,
+        description="EPCIS 2.0 output (`mqtt.payload: epcis`): identifiers of places and orders.",
     )
 
     def topic_prefix(self) -> str:

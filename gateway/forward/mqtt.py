@@ -23,13 +23,19 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.binding.commands import Reply
 from gateway.config.models import MqttConfig
+from gateway.events import Command
 from gateway.forward.paho_bridge import BrokerUnavailable, BufferedClient, Session
 from gateway.journal import Journal, Row
 from gateway.log import Throttle, get_logger
@@ -38,6 +44,7 @@ from gateway.supervise import Backoff
 log = get_logger(__name__)
 
 READ_BATCH = 512
+REPLIES_KEPT = 1000  # replies waiting for a connection; older ones are dropped (the MES asks again)
 
 
 @dataclass
@@ -69,9 +76,20 @@ class Forwarder:
     """Owns the broker connection. `run()` until cancelled; cancelling it says goodbye cleanly."""
 
     def __init__(
-        self, config: MqttConfig, journal: Journal, *, gateway_id: str, topic_prefix: str, line: str
+        self,
+        config: MqttConfig,
+        journal: Journal,
+        *,
+        gateway_id: str,
+        topic_prefix: str,
+        line: str,
+        commands: Callable[[Command], None] | None = None,
     ) -> None:
         self.config = config
+        # Commands from the MES are handed to `commands` (the binder's queue); None: not taken.
+        self._commands = commands
+        self.cmd_topic = f"{topic_prefix}/gateway/{gateway_id}/cmd/"
+        self._replies: deque[Reply] = deque(maxlen=REPLIES_KEPT)
         self.journal = journal
         self.gateway_id = gateway_id
         self.client_id = config.client_id or gateway_id
@@ -96,6 +114,33 @@ class Forwarder:
     def _refused_by_broker(self, entry: tuple[int, int], rc: ReasonCode) -> None:
         self.stats.refused += 1
         self._refused.hit(seq=entry[0], reason=str(rc))
+
+    # --- commands and their replies ----------------------------------------------------------
+
+    def reply(self, reply: Reply) -> None:
+        """Publish a command's reply (QoS 1) as soon as connected."""
+        self._replies.append(reply)
+        self._kick.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        """A command (paho calls this on the loop thread, from the socket's read)."""
+        if self._commands is None or not msg.topic.startswith(self.cmd_topic):
+            return
+        name = msg.topic[len(self.cmd_topic) :]
+        props = getattr(msg, "properties", None)
+        reply_to = getattr(props, "ResponseTopic", None) or f"{msg.topic}/reply"
+        correlation = getattr(props, "CorrelationData", None)
+        self._commands(Command("", time.time(), name, bytes(msg.payload), reply_to, correlation))
+
+    def _flush_replies(self, s: Session) -> None:
+        while self._replies:
+            r = self._replies.popleft()
+            props = None
+            if r.correlation is not None and self.config.protocol == "5":
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = r.correlation
+            info = s.client.publish(r.topic, r.payload, qos=1, properties=props)
+            s.status_mids.add(info.mid)
 
     # --- status (retained, latest value only) ------------------------------------------------
 
@@ -148,6 +193,9 @@ class Forwarder:
             window=self.stats.window,
         )
         self._status_dirty.update(self._device_status)
+        if self._commands is not None:
+            s.client.on_message = self._on_message
+            s.client.subscribe(self.cmd_topic + "+", qos=1)
         started = time.monotonic()
         try:
             await self._pump(s)
@@ -317,6 +365,8 @@ class Forwarder:
             self._kick.clear()
             if self._status_dirty:
                 self._flush_status(s)
+            if self._replies:
+                self._flush_replies(s)
             # Status messages count too: the broker's Receive Maximum covers every QoS 1 publish.
             free = self.stats.window - len(s.inflight) - len(s.status_mids)
             while free > 0:
