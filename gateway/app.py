@@ -27,6 +27,7 @@ from gateway.config.models import LineConfig
 from gateway.devices import factory
 from gateway.devices.base import DevicePlan
 from gateway.events import EventContext
+from gateway.forward.epcis import EpcisOptions, StationEpcis
 from gateway.forward.mqtt import Forwarder
 from gateway.journal import Journal
 from gateway.log import get_logger
@@ -38,6 +39,19 @@ log = get_logger(__name__)
 
 STUCK_AFTER_S = 20.0  # a commit or connect in flight longer than this stops the watchdog
 PRUNE_EVERY_S = 3600.0
+
+
+def epcis_options(cfg: LineConfig) -> EpcisOptions:
+    """The EPCIS rendering the line file asks for (validated when it was loaded)."""
+    e = cfg.epcis
+    return EpcisOptions(
+        site=cfg.gateway.site,
+        read_point_template=e.read_point_template,
+        biz_location=e.biz_location,
+        stations={st.id: StationEpcis(**st.epcis.model_dump()) for st in cfg.stations},
+        serial_uri_template=e.serial_uri_template,
+        work_order_template=e.work_order_template,
+    )
 
 
 def event_context(loaded: LoadedConfig) -> EventContext:
@@ -194,6 +208,7 @@ class Gateway:
             topic_prefix=cfg.topic_prefix(),
             line=cfg.gateway.line,
             commands=queue.put if queue is not None and cfg.commands.enabled else None,
+            epcis=epcis_options(cfg) if cfg.mqtt.payload == "epcis" else None,
         )
         for dev, state in self._device_states.items():
             self.forwarder.set_device_status(dev, state, "")

@@ -6,6 +6,7 @@
     tracegate simulate -c LINE.yaml     simulators for the devices of a line
     tracegate demo                      a bundled demo line, end to end, until Ctrl-C
     tracegate outbox stats|tail -c ...  inspect the journal (also while the daemon runs)
+    tracegate trace -c LINE.yaml ID     what the line recorded of one unit (--json)
 
 Exit codes: 0 clean stop, 78 configuration error (EX_CONFIG; systemd does not restart it),
 74 journal unusable (EX_IOERR), 70 an internal error (logged as `gateway_crashed`); anything
@@ -74,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
 
+    sp = sub.add_parser("trace", help="backward and forward trace of one unit, from the journal")
+    with_config(sp)
+    sp.add_argument("id", help="a scanned code, an EPC (hex) or a canonical key")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
     sp = sub.add_parser("outbox", help="inspect the journal")
     osub = sp.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
     st = osub.add_parser("stats", help="how much is waiting, how old, quota use")
@@ -99,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import gateway.outbox_cli
 
             return gateway.outbox_cli.main(args)
+        if args.command == "trace":
+            import gateway.trace_cli
+
+            return gateway.trace_cli.main(args)
         if args.command == "simulate":
             import gateway.simulate
 

@@ -284,6 +284,9 @@ class HandshakeMark:
     event_id: str
     data_hash: str
     verdict: int
+    # What was written before the verdict (a commissioned serial): written again with a
+    # re-acknowledgement, so a PLC never gets an ack for a value it was not given.
+    written: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

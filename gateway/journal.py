@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections import deque
@@ -238,10 +239,15 @@ class Journal:
             rows, size = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
             ).fetchone()
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(handshakes)")}
+            if "written" not in columns:  # journals made before commissioning existed
+                conn.execute("ALTER TABLE handshakes ADD COLUMN written TEXT")
             self.handshake_marks = {
-                r[0]: HandshakeMark(*r)
+                r[0]: HandshakeMark(
+                    r[0], r[1], r[2], r[3], tuple(map(tuple, json.loads(r[4] or "[]")))
+                )
                 for r in conn.execute(
-                    "SELECT station, event_id, data_hash, verdict FROM handshakes"
+                    "SELECT station, event_id, data_hash, verdict, written FROM handshakes"
                 )
             }
             self.state = trace_index.load_state(conn)
@@ -575,12 +581,16 @@ class Journal:
             if ranges:
                 conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", ranges)
             marks = [
-                (m.station, m.event_id, m.data_hash, m.verdict)
+                (m.station, m.event_id, m.data_hash, m.verdict, _written(m))
                 for m in (p.mark for p in batch)
                 if m is not None
             ]
             if marks:  # in the transaction of their events: see gateway.binding.cycles
-                conn.executemany("INSERT OR REPLACE INTO handshakes VALUES (?,?,?,?)", marks)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO handshakes (station, event_id, data_hash, verdict, "
+                    "written) VALUES (?,?,?,?,?)",
+                    marks,
+                )
             for p, row in zip(batch, rows, strict=True):
                 if p.changes:  # likewise: see gateway.trace_index
                     trace_index.write(conn, row.seq, p.time, row.payload, p.changes)
@@ -663,6 +673,10 @@ class Journal:
             self._last_commit_ms,
             self._write_error,
         )
+
+
+def _written(mark: HandshakeMark) -> str | None:
+    return json.dumps([list(w) for w in mark.written]) if mark.written else None
 
 
 def _runs(seqs: list[int]) -> list[tuple[int, int]]:

@@ -135,7 +135,9 @@ def line_file(
     supervision: dict[str, Any] | None = None,
     gateway_id: str = "gw-test",
     name: str = "line.yaml",
+    **top: Any,
 ) -> Path:
+    """A line file in `tmp_path` for `broker`; `top` adds top-level sections (pools ...)."""
     doc = {
         "gateway": {"id": gateway_id, "site": "test-site", "line": "line-1", "log_level": "info"},
         "mqtt": {
@@ -150,6 +152,7 @@ def line_file(
         "supervision": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, **(supervision or {})},
         "devices": devices,
         "stations": stations,
+        **top,
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -213,6 +216,10 @@ class GatewayProcess:
             env=env,
             cwd=ROOT,
         )
+
+    def readies(self) -> int:
+        """How many times a process of this gateway said `gateway_ready` so far."""
+        return sum(1 for lg in self.logs() if lg.get("event") == "gateway_ready")
 
     def kill(self) -> None:
         assert self.proc is not None

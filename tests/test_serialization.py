@@ -546,3 +546,27 @@ def test_every_cycle_is_bound_to_exactly_the_units_of_its_window_or_flagged(
     records += out.events
     # Every scan no cycle took is flagged as step.incomplete (one per unit and expiry).
     assert {int(e.ids[0].value.rsplit(")", 1)[1]) for e in records} == {n for _, n in held}
+
+
+def test_a_request_still_raised_after_a_restart_gets_its_own_serial_again_not_a_new_one() -> None:
+    """Killed between the commit of `commissioned` and the serial's write: after the restart the
+    PLC's request (same counter) is answered with the serial recorded for it, then the ack."""
+    cfg = marking()
+    b = Binder(cfg)
+    run(b, command("serial-pool", pool="pcb", ranges=[[1, 9]]))
+    out = request(b, 1.0, 1)
+    [mark] = out.marks
+    serial = out.events[0].ids[0].attrs["serial"]
+    state = {c.key: c.value for c in out.changes if isinstance(c, StateSet) and c.value}
+    blocks = [c for c in b.env.pools.pools["pcb"].blocks]
+    restarted = Binder(cfg, marks={"st15": mark}, state=state, pool_blocks=blocks)
+    again = run(restarted, sig(2.0, True, request=True, ack=False, counter=1))
+    assert again.events == []  # never recorded twice
+    assert [(w.signal, w.value, w.if_written) for w in again.writes] == [
+        ("serial", f"01{GTIN_B}21{serial}", None),
+        ("verdict", 1, "serial"),
+        ("ack", True, "serial"),
+    ]
+    # The next request is a new cycle, with the next serial.
+    ev = request(restarted, 3.0, 2).events[0]
+    assert ev.type == "commissioned" and ev.ids[0].attrs["serial"] != serial

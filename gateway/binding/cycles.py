@@ -164,9 +164,19 @@ class CycleStation:
             data_hash = self._hash(obs)
             if state.mark is not None and data_hash == state.mark.data_hash:
                 # The cycle recorded last: after a restart or reconnect, or a PLC that dropped
-                # and raised its request again without an ack. Acknowledge it; never record it
-                # twice.
-                out.writes += self._ack_writes(state.mark, after=None)
+                # and raised its request again without an ack. Acknowledge it (with what was
+                # written before its ack, such as its serial, again); never record it twice.
+                # `after` the recorded event: nothing to wait for (it is committed), but it
+                # ties the ack to these writes (the ack only if they were done).
+                mark = state.mark
+                again = [
+                    WriteRequest(hs.device, signal, value, mark.event_id, f"{self.st.id}/{signal}")
+                    for signal, value in mark.written
+                ]
+                out.writes += again
+                first = again[0].tag.partition("/")[2] if again else None
+                after = mark.event_id if again else None
+                out.writes += self._ack_writes(mark, after=after, if_written=first)
                 out.notes.append(
                     (
                         "handshake_reacknowledged",
@@ -180,7 +190,8 @@ class CycleStation:
                 return out
             rec = self._record(obs, obs.time)
             event = rec.event
-            state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, rec.verdict)
+            written = tuple((w.signal, w.value) for w in rec.before_ack)
+            state.mark = HandshakeMark(self.st.id, event.event_id, data_hash, rec.verdict, written)
             state.acked_at, state.timeout_reported = None, False
             out.extend(self._recorded(rec))
             out.marks.append(state.mark)

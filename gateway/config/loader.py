@@ -432,9 +432,7 @@ class _Loader:
         pools: dict[str, Mark] = {}
         for i, entry in _entries(data.get("pools")):
             self._unique("pools", i, entry, pools, "pool")
-        steps = {
-            str(st.get("step") or st.get("id")) for _, st in _entries(data.get("stations"))
-        }
+        steps = {str(st.get("step") or st.get("id")) for _, st in _entries(data.get("stations"))}
         for s, st in _entries(data.get("stations")):
             rules = st.get("rules")
             requires = rules.get("requires") if isinstance(rules, dict) else None

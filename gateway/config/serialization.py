@@ -291,6 +291,18 @@ class EpcisConfig(Model):
         description="URI of a work order, the EPCIS bizTransaction of type `prodorder`.",
     )
 
+    @model_validator(mode="after")
+    def _renders(self) -> EpcisConfig:
+        from gateway.forward.epcis import EpcisOptions
+
+        EpcisOptions(  # its checks: URIs, templates (raises ValueError, reported here)
+            read_point_template=self.read_point_template,
+            biz_location=self.biz_location,
+            serial_uri_template=self.serial_uri_template,
+            work_order_template=self.work_order_template,
+        )
+        return self
+
 
 class StationEpcisConfig(Model):
     read_point: str | None = Field(None, description="EPCIS readPoint of this station (a URI).")
@@ -305,3 +317,10 @@ class StationEpcisConfig(Model):
     disposition: str | None = Field(
         None, description="CBV disposition where no result decides one."
     )
+
+    @model_validator(mode="after")
+    def _renders(self) -> StationEpcisConfig:
+        from gateway.forward.epcis import EpcisOptions, StationEpcis
+
+        EpcisOptions(stations={"s": StationEpcis(**self.model_dump())})
+        return self

@@ -36,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.binding.commands import Reply
 from gateway.config.models import MqttConfig
 from gateway.events import Command
+from gateway.forward.epcis import EpcisOptions, encode_epcis, render_epcis
 from gateway.forward.paho_bridge import BrokerUnavailable, BufferedClient, Session
 from gateway.journal import Journal, Row
 from gateway.log import Throttle, get_logger
@@ -84,8 +85,12 @@ class Forwarder:
         topic_prefix: str,
         line: str,
         commands: Callable[[Command], None] | None = None,
+        epcis: EpcisOptions | None = None,
     ) -> None:
         self.config = config
+        # mqtt.payload epcis: each row rendered as an EPCIS document when published (the
+        # journal keeps tracegate.event/1, the one format everything else reads).
+        self._epcis = epcis
         # Commands from the MES are handed to `commands` (the binder's queue); None: not taken.
         self._commands = commands
         self.cmd_topic = f"{topic_prefix}/gateway/{gateway_id}/cmd/"
@@ -409,12 +414,14 @@ class Forwarder:
         publish = s.client.publish
         inflight = s.inflight
         base = self.event_base
+        epcis = self._epcis
         for r in rows:
             key = (r.station, r.type)
             topic = topics.get(key)
             if topic is None:
                 topic = topics[key] = f"{base}{r.station}/{r.type}"
-            info = publish(topic, r.payload, qos=1)
+            payload = r.payload if epcis is None else _as_epcis(r.payload, epcis)
+            info = publish(topic, payload, qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 s.lost(f"publish failed: {paho.error_string(info.rc)}")
                 return
@@ -434,3 +441,9 @@ class Forwarder:
             s.client.disconnect()
             s.client.loop_write()
         log.info("broker_disconnected", reason="gateway stopping", host=self.config.host)
+
+
+def _as_epcis(payload: bytes, opts: EpcisOptions) -> bytes:
+    """The EPCIS document of a row; the row itself for events EPCIS has no place for."""
+    doc = render_epcis(json.loads(payload), opts)
+    return payload if doc is None else encode_epcis(doc)
