@@ -576,7 +576,7 @@ class Journal:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if params:
-                conn.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?)", params)
+                trace_index.insert_many(conn, "outbox", 7, params)
                 conn.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq0 + len(params),))
             if ranges:
                 conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", ranges)
@@ -591,9 +591,13 @@ class Journal:
                     "written) VALUES (?,?,?,?,?)",
                     marks,
                 )
-            for p, row in zip(batch, rows, strict=True):
-                if p.changes:  # likewise: see gateway.trace_index
-                    trace_index.write(conn, row.seq, p.time, row.payload, p.changes)
+            changed = [
+                (row.seq, p.time, row.payload, p.changes)
+                for p, row in zip(batch, rows, strict=True)
+                if p.changes
+            ]
+            if changed:  # likewise: see gateway.trace_index
+                trace_index.write(conn, changed)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -200,12 +200,13 @@ class BinderLoop:
         for event, fields in out.notes:
             log.info(event, **fields)
         view = self.binder.env.view
-        if out.changes:
+        overlay = bool(out.changes) and self.binder.reads_index
+        if overlay:
             # The binder's own decisions are visible to it before they are on disk; dropped
             # from the overlay once committed (gateway.trace_index, invariant 2).
             view.apply(out.changes)
         committed = await self.journal.append(out.events, marks=out.marks, changes=out.changes)
-        if out.changes:
+        if overlay:
             ids = {c.event_id for c in out.changes}
             committed.add_done_callback(lambda _: view.committed(ids))
         for r in out.replies:

@@ -415,10 +415,10 @@ def test_cli_serial_keeps_a_link_and_stops_on_ctrl_c(tmp_path: Path, cli: list[C
 
 @pytest.mark.parametrize(
     "path",
-    sorted(  # the scanner scenarios (portal-*.yaml are the reader simulator's)
+    sorted(  # the scanner scenarios (portal-* are the reader simulator's, line-* the line's)
         p
         for p in (Path(__file__).parents[1] / "simulators" / "scenarios").glob("*.yaml")
-        if not p.name.startswith("portal-")
+        if not p.name.startswith(("portal-", "line-"))
     ),
     ids=lambda p: p.stem,
 )

@@ -116,6 +116,12 @@ class Binder:
                 )
                 self._portals.setdefault(portal.reader, []).append(portal)
                 self._portal_of[st.id] = portal
+        # Whether any station asks the trace index: if none does, the binder's own changes need
+        # not be seen before their commit (the pipeline skips the overlay).
+        self.reads_index = any(
+            st.rules.commission or st.rules.requires or st.aggregation is not None
+            for st in config.stations
+        )
         self._commands = CommandHandler(
             self.env, [st.id for st in config.stations], config.commands.max_bytes
         )

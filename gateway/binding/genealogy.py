@@ -169,7 +169,7 @@ class AggregationStation:
             if cfg.action == "add":
                 change = _with(change, parent=parent.value)
             else:
-                change = _with(change, unparent=True)
+                change = _with(change, parent=parent.value, unparent=True)
             changes.append(change)
         return BindResult(events=[ev], changes=list(changes))
 
