@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             _plc(report, host, port, quick=args.quick)
         if not args.no_rfid:
             _rfid(report, host, port, quick=args.quick)
+        _binding(report, host, port, quick=args.quick)
     print()
     print(report.table())
     print(f"\nraw figures: {report.save('latest')}")
@@ -241,6 +242,28 @@ def _rfid(report: Report, host: str, port: int, *, quick: bool) -> None:
             None,
             lat["missing"] == 0,
             note=f"{lat['missing']} passes missing",
+        )
+    )
+
+
+def _binding(report: Report, host: str, port: int, *, quick: bool) -> None:
+    from bench.binding import engine_throughput, verdict_latency
+
+    print("binding: observations through the engine alone ...", flush=True)
+    for kind, rate in engine_throughput(20_000 if quick else 50_000).items():
+        report.add(Figure(f"binding throughput, {kind.replace('_', ' ')}", rate, "obs/s"))
+    print("identity -> verdict written at the PLC (gateway process, rules, commit) ...")
+    v = asyncio.run(verdict_latency(host, port, 100 if quick else 300))
+    report.add(Figure("identity -> verdict written p50", v["p50"], "ms"))
+    report.add(
+        Figure(
+            "identity -> verdict written p99",
+            v["p99"],
+            "ms",
+            "<= 50 ms",
+            None,
+            v["p99"] <= 50 and v["wrong_verdicts"] == 0,
+            note=f"{v['wrong_verdicts']} wrong verdicts",
         )
     )
 
