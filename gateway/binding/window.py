@@ -8,6 +8,7 @@ it is handed back as expired (the binder records `step.incomplete`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -28,13 +29,17 @@ class Window:
         self.before_s = cfg.before_ms / 1000
         self.after_s = cfg.after_ms / 1000
         self.held: deque[Read] = deque()
+        self._oldest = math.inf  # the earliest time held (not the first: clocks are set back)
 
     def offer(self, t: float, identity: Identity) -> list[Read]:
         """Hold a read for the cycles to come; returns reads pushed out by the bound."""
         self.held.append(Read(t, identity))
+        self._oldest = min(self._oldest, t)
         pushed = []
         while len(self.held) > MAX_HELD:
             pushed.append(self.held.popleft())
+        if pushed:
+            self._recount()
         return pushed
 
     def take(self, end: float) -> list[Identity]:
@@ -48,12 +53,22 @@ class Window:
                 taken.setdefault(r.identity.value, r.identity)
             else:
                 kept.append(r)
-        self.held = kept
+        if taken:
+            self.held = kept
+            self._recount()
         return list(taken.values())
 
     def expired(self, now: float) -> list[Read]:
-        """Reads no cycle can take any more (read more than `before` ago)."""
-        out = []
-        while self.held and self.held[0].time + self.before_s < now:
-            out.append(self.held.popleft())
+        """Reads no cycle can take any more (read more than `before` ago). Reads are held in
+        the order they came, which is not time order once the clock was set back: the oldest
+        time is kept apart so that a tick with nothing due costs one comparison."""
+        limit = now - self.before_s
+        if self._oldest >= limit:
+            return []
+        out = [r for r in self.held if r.time < limit]
+        self.held = deque(r for r in self.held if r.time >= limit)
+        self._recount()
         return out
+
+    def _recount(self) -> None:
+        self._oldest = min((r.time for r in self.held), default=math.inf)
