@@ -172,7 +172,7 @@ async def test_mqtt5_response_topic_and_correlation_data_are_honoured(
         mes.listen("mes/answers/#")
         async with running_gateway(path) as gw:
             await wait_for(lambda: gw.forwarder and gw.forwarder.stats.connected, 10)
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = "mes/answers/42"
             props.CorrelationData = b"\x00\x2a"
             mes.send("work-order", {"work_order": "WO-9"}, props)
