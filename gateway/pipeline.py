@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway.aio import TaskGroup
 from gateway.binding import Binder, BindResult, WriteRequest
 from gateway.binding.commands import Reply
 from gateway.devices.base import WriteFailed
@@ -103,7 +104,7 @@ class Writer:
         self._failed: deque[tuple[str, str]] = deque(maxlen=1024)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             self._tg = tg
             await asyncio.Event().wait()  # the workers run until cancelled
 

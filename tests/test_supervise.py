@@ -140,3 +140,45 @@ def test_json_logs_carry_library_warnings_in_the_same_stream() -> None:
     assert lines[0]["device"] == "cam-1" and lines[0]["level"] == "info"
     assert lines[1]["logger"] == "asyncua" and lines[1]["level"] == "warning"
     assert all(ln["timestamp"].endswith("Z") for ln in lines)
+
+
+class FailsAfterItsBody:
+    """An adapter whose run() starts its tasks in a TaskGroup and lets one fail once the body is
+    over (as the OPC UA adapter's session does when its server goes away)."""
+
+    def __init__(self, group: type[asyncio.TaskGroup]) -> None:
+        self.group = group
+        self.runs = 0
+        self.third = asyncio.Event()
+
+    async def run(self, ctx: DeviceContext) -> None:
+        self.runs += 1
+        if self.runs == 3:
+            self.third.set()
+            await asyncio.Event().wait()
+
+        async def lost() -> None:
+            await asyncio.sleep(0.01)
+            raise DeviceUnavailable("server went away")
+
+        try:
+            async with self.group() as tg:
+                tg.create_task(lost())
+        except* DeviceUnavailable as group:
+            raise group.exceptions[0] from None
+
+
+async def test_a_device_whose_task_group_failed_after_its_body_is_retried() -> None:
+    """Python 3.11's TaskGroup leaves its parent marked cancelled in this case (fixed in 3.12);
+    the supervisor then took the retry for a cancellation and stopped for good."""
+    from gateway.aio import TaskGroup
+
+    dev = FailsAfterItsBody(TaskGroup)
+    task = asyncio.create_task(
+        supervise_device("press", dev, emit=lambda o: None, backoff=Backoff(0.01, 0.02))
+    )
+    await asyncio.wait_for(dev.third.wait(), 5)
+    assert not task.done() and dev.runs == 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -39,6 +39,7 @@ from asyncua.common.subscription import (
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
+from gateway.aio import TaskGroup
 from gateway.config.plc import OpcuaConfig
 from gateway.devices import opcua_nodes as nodes_
 from gateway.devices import opcua_security as security
@@ -167,7 +168,7 @@ class OpcuaDevice:
             with self._peer_errors("subscribing"):
                 sub = await self._subscribe(client, watched, overflow)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._watch_connection(client))
                 tg.create_task(self._keepalive(client, sub))
                 if sub is not None:
