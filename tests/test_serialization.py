@@ -390,6 +390,35 @@ def test_unpacking_takes_out_what_is_read_or_everything() -> None:
     assert b2.env.view.children(parent) == []
 
 
+def test_children_of_a_rejected_parent_do_not_go_into_the_next_one() -> None:
+    cfg = line(
+        {"id": "st45", "step": "test", "identity": {"sources": ["cam-1"]}},
+        {
+            "id": "st50",
+            "step": "packing",
+            "identity": {"sources": ["cam-5"], "schemes": ["sgtin", "sscc"]},
+            "rules": {"requires": ["labelled"]},
+            "aggregation": {
+                "kind": "packing",
+                "parent": {"schemes": ["sscc"]},
+                "children": {"schemes": ["sgtin"]},
+            },
+        },
+        {"id": "st05", "step": "labelled", "identity": {"sources": ["cam-2"], "schemes": ["sscc"]}},
+    )
+    b = Binder(cfg)
+    run(b, Scan("cam-2", 0.5, SSCC[1]))  # the second case was labelled, the first was not
+    run(b, Scan("cam-5", 1.0, code(1)))
+    out = run(b, Scan("cam-5", 2.0, SSCC[0]))
+    assert [(e.type, e.reason) for e in out.events] == [
+        ("step.incomplete", "parent_rejected"),
+        ("rejected", "missing_step"),
+    ]
+    run(b, Scan("cam-5", 3.0, code(2)))
+    [ev] = run(b, Scan("cam-5", 4.0, SSCC[1])).events
+    assert [c.value for c in ev.aggregation.children] == [key(2)]  # type: ignore[union-attr]
+
+
 def test_an_aggregation_left_open_is_step_incomplete() -> None:
     b = Binder(packing(max_open_s=10))
     run(b, Scan("cam-5", 1.0, code(1)))

@@ -87,14 +87,18 @@ class AggregationStation:
     def _parent(self, ident: Identity, t: float, detail: dict[str, Any]) -> BindResult:
         refusal = rules.check(self.st, ident, self.env.view, self.env.orders.current(self.st.id))
         if refusal is not None:
-            return self._rejected(
-                ident,
-                t,
-                reason=refusal.reason,
-                rule=refusal.rule,
-                message=refusal.message,
-                detail=detail,
+            out = self._without_parent(t)
+            out.extend(
+                self._rejected(
+                    ident,
+                    t,
+                    reason=refusal.reason,
+                    rule=refusal.rule,
+                    message=refusal.message,
+                    detail=detail,
+                )
             )
+            return out
         out = BindResult()
         agg = self.open
         if agg is not None and agg.parent is not None and agg.parent.value != ident.value:
@@ -146,6 +150,26 @@ class AggregationStation:
         if self.cfg.count is not None and len(agg.children) >= self.cfg.count and agg.parent:
             return self._close(t)
         return BindResult()
+
+    def _without_parent(self, t: float) -> BindResult:
+        """A parent arrived and was rejected. An open aggregation with a parent of its own ends
+        (the next parent ends it, parent first); children waiting for a parent were this
+        one's (parent last): they end as `step.incomplete`, and the next parent starts anew."""
+        agg = self.open
+        if agg is None:
+            return BindResult()
+        if agg.parent is not None:
+            return self._close(t)
+        self.open = None
+        children = tuple(agg.children.values())
+        ev = self._event(
+            "step.incomplete",
+            t,
+            children,
+            reason="parent_rejected",
+            detail={"children": len(children)},
+        )
+        return BindResult(events=[ev], changes=[rules.seen(c, ev.event_id, t) for c in children])
 
     # --- closing --------------------------------------------------------------------------------
 
