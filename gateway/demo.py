@@ -1,9 +1,13 @@
 """`tracegate demo`: a line you can run without hardware.
 
-The demo starts a private Mosquitto on a free port (or uses `--broker`), a simulated fixed-mount
-TCP scanner and a simulated USB handheld on a pty pair, the gateway with the bundled line file
-`device_profiles/lines/demo.yaml` pointed at them, and a subscriber that prints every event as
-the broker delivers it.
+The demo plays the bundled virtual line `simulators/scenarios/line-demo.yaml` (the reference
+line of docs/serialization.md at a human pace, endless): simulated scanners (TCP and a handheld
+on a pty), an OPC UA press, Modbus PLCs (a laser marker asking for serials, a leak tester) and
+an RFID portal, all driven with the same units, the MES's work orders and serials delivered by
+command. It starts a private Mosquitto on a free port (or uses `--broker`), the gateway on the
+line file the virtual line writes for its simulators (the same as the bundled
+`device_profiles/lines/demo.yaml`, with their real ports), and a subscriber that prints every
+event as the broker delivers it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import tempfile
@@ -24,14 +27,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import EX_CONFIG, EX_OK
-from gateway.config import LoadedConfig
-from gateway.config.loader import bundled_profiles_dir, load_or_report
-from gateway.config.models import SerialScannerConfig, TcpScannerConfig
 from simulators.broker import INSTALL_HINT, Mosquitto, find_mosquitto
-from simulators.codes import CodeGenerator
-from simulators.scanner import ScannerSim, SerialScannerSim, TcpScannerSim
+from simulators.scanner import ScannerSim
 
-DEMO_LINE = "lines/demo.yaml"
+DEMO_SCENARIO = "line-demo.yaml"
 
 
 class EventPrinter:
@@ -61,6 +60,12 @@ class EventPrinter:
         self.client.loop_stop()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if "/cmd/" in msg.topic:
+            if msg.topic.endswith("/reply"):
+                print(
+                    f"  reply   {msg.topic.split('/cmd/')[-1]}: {msg.payload.decode()}", flush=True
+                )
+            return
         if msg.retain or "/gateway/" in msg.topic:
             print(
                 f"  status  {msg.topic.split('/status')[-1] or '/'}: "
@@ -75,12 +80,24 @@ class EventPrinter:
 def format_event(ev: dict[str, Any]) -> str:
     """One line a technician can read: time, station, type, identity or reason, seq."""
     what = ""
-    if ev["ids"]:
+    detail = ev.get("detail") or {}
+    if ev["type"] == "aggregated":
+        children = ", ".join(c["value"] for c in ev.get("children") or [])
+        what = f"{ev['parent']['value']} <- {children}"
+    elif ev["ids"]:
         what = ev["ids"][0]["value"]
+        if ev["type"] == "rejected":
+            what += f"  {ev.get('reason')}"
+        elif isinstance(detail.get("pass"), dict):
+            what += f"  {detail['pass'].get('direction') or ''}"
     elif ev["type"] == "rejected":
-        what = f"{ev.get('reason')}: {ev.get('detail', {}).get('message', '')}"
-    elif ev["type"] in ("device.state", "gap", "outbox.state", "noread"):
-        what = json.dumps(ev.get("detail", {}), ensure_ascii=False)
+        what = f"{ev.get('reason')}: {detail.get('message', '')}"
+    elif ev["type"] == "work_order.changed":
+        what = f"{detail.get('previous')} -> {ev['work_order']}"
+    elif ev["type"] in ("device.state", "gap", "outbox.state", "noread", "pool.loaded", "pool.low"):
+        what = json.dumps(detail, ensure_ascii=False)
+    if ev.get("result"):
+        what += f"  {ev['result']}"
     return (
         f"{ev['time'][11:23]}  {ev['station'] or '-':<6} {ev['type']:<13} {what}  "
         f"[{ev['work_order'] or '-'}, seq {ev['seq']}]"
@@ -88,6 +105,7 @@ def format_event(ev: dict[str, Any]) -> str:
 
 
 async def _feed(sim: ScannerSim, codes: list[Any], rate: float) -> None:
+    """Codes at about `rate` a second, a NOREAD now and then (tracegate simulate's scanners)."""
     rng = random.Random(7)
     await sim.wait_client()
     for code in codes:
@@ -98,48 +116,17 @@ async def _feed(sim: ScannerSim, codes: list[Any], rate: float) -> None:
         await asyncio.sleep(rng.expovariate(rate))
 
 
-def demo_codes(seed: int) -> tuple[list[Any], list[Any]]:
-    gen = CodeGenerator(seed)
-    cam = [
-        gen.make("gs1_datamatrix", "check_digit" if i % 17 == 16 else None) for i in range(100_000)
-    ]
-    hand = [gen.make("plain" if i % 3 else "digital_link") for i in range(100_000)]
-    return cam, hand
-
-
-def _demo_config(
-    loaded: LoadedConfig, broker: tuple[str, int], cam_port: int, serial_path: str, workdir: Path
-) -> LoadedConfig:
-    """The demo line pointed at this run's broker, simulators and a scratch journal."""
-
-    def retarget(d: Any) -> Any:
-        if isinstance(d, TcpScannerConfig):
-            return d.model_copy(update={"port": cam_port})
-        if isinstance(d, SerialScannerConfig):
-            return d.model_copy(update={"port": serial_path})
-        return d
-
-    cfg = loaded.config
-    host, port = broker
-    cfg = cfg.model_copy(
-        update={
-            "mqtt": cfg.mqtt.model_copy(update={"host": host, "port": port}),
-            "journal": cfg.journal.model_copy(update={"path": workdir / "journal.db"}),
-            "devices": [retarget(d) for d in cfg.devices],
-        }
-    )
-    return LoadedConfig(cfg, loaded.source, loaded.config_hash, loaded.profiles)
-
-
 def demo_main(args: argparse.Namespace) -> int:
     from gateway import log
+    from simulators.line_scenario import ScenarioError, load_scenario
 
-    line = bundled_profiles_dir() / DEMO_LINE
-    loaded = load_or_report(line)
-    if loaded is None:
+    path = Path(__file__).resolve().parents[1] / "simulators" / "scenarios" / DEMO_SCENARIO
+    try:
+        scenario = load_scenario(path, takt_s=2.0 / args.rate if args.rate > 0 else 1.0)
+    except ScenarioError as exc:
+        print(exc, file=sys.stderr)
         return EX_CONFIG
-    g = loaded.config.gateway
-    log.configure(g.log_level, g.log_format, stream=sys.stderr)
+    log.configure("warning", "console", stream=sys.stderr)
     broker: Mosquitto | None = None
     if args.broker:
         host, _, port_text = args.broker.rpartition(":")
@@ -153,7 +140,7 @@ def demo_main(args: argparse.Namespace) -> int:
         host, port = broker.host, broker.port
     try:
         with tempfile.TemporaryDirectory(prefix="tracegate-demo-") as tmp:
-            asyncio.run(_demo(loaded, (host, port), Path(tmp), args.rate, args.duration))
+            asyncio.run(_demo(scenario, (host, port), Path(tmp), args.duration))
     except KeyboardInterrupt:
         pass
     finally:
@@ -163,53 +150,46 @@ def demo_main(args: argparse.Namespace) -> int:
 
 
 async def _demo(
-    loaded: LoadedConfig,
-    broker: tuple[str, int],
-    workdir: Path,
-    rate: float,
-    duration: float | None,
+    scenario: Any, broker: tuple[str, int], workdir: Path, duration: float | None
 ) -> None:
-    host, port = broker
     from gateway.app import Gateway
+    from gateway.config import load_line
+    from simulators.line import VirtualLine
 
-    prefix = loaded.config.topic_prefix()
-    devices = loaded.config.devices
-    cam_cfg = next(d for d in devices if isinstance(d, TcpScannerConfig))
-    hand_cfg = next(d for d in devices if isinstance(d, SerialScannerConfig))
-    async with (
-        TcpScannerSim(terminator="crlf", noread_text=cam_cfg.framing.noread[0]) as cam,
-        SerialScannerSim(
-            link=workdir / "ttyACM-demo", terminator="cr", noread_text=hand_cfg.framing.noread[0]
-        ) as hand,
-    ):
-        cfg = _demo_config(loaded, broker, cam.port, str(hand.path), workdir)
+    host, port = broker
+    async with VirtualLine(scenario, workdir, broker, log=("warning", "console")) as line:
+        loaded = load_line(line.line_file)
+        prefix = loaded.config.topic_prefix()
         print(
-            f"Tracegate demo line '{cfg.config.gateway.line}'\n"
+            f"Tracegate demo line '{loaded.config.gateway.line}' "
+            f"(simulators/scenarios/{DEMO_SCENARIO})\n"
             f"  broker      mqtt://{host}:{port}  (subscribe: mosquitto_sub -p {port} "
-            f"-t '{prefix}/#' -v)\n"
-            f"  cam-st10    simulated Cognex DataMan on 127.0.0.1:{cam.port}\n"
-            f"  hand-st20   simulated Honeywell handheld on {hand.path}\n"
-            f"  journal     {workdir / 'journal.db'}\n"
-            f"Events as the broker delivers them (Ctrl-C stops):",
+            f"-t '{prefix}/#' -v)",
+            flush=True,
+        )
+        for st in scenario.stations:
+            devices = [d for d in (st.scanner, st.plc, st.reader) if d is not None]
+            kinds = ", ".join(f"{d.id} ({d.kind}, {d.profile})" for d in devices)
+            print(f"  {st.id:<10}  {st.step:<12} {kinds}", flush=True)
+        print(
+            f"  line file   {line.line_file}\nEvents as the broker delivers them (Ctrl-C stops):",
             flush=True,
         )
         printer = EventPrinter(host, port, f"{prefix}/#")
         printer.start()
-        gateway = Gateway(cfg)
-        cam_codes, hand_codes = demo_codes(int.from_bytes(os.urandom(2), "big"))
+        gateway = Gateway(loaded)
         try:
             async with asyncio.TaskGroup() as tg:
                 gw_task = tg.create_task(gateway.run())
-                feeders = [
-                    tg.create_task(_feed(cam, cam_codes, rate)),
-                    tg.create_task(_feed(hand, hand_codes, rate / 2)),
-                ]
-                if duration is not None:
-                    await asyncio.sleep(duration)
-                    gateway.request_stop()
+                run = tg.create_task(line.run())
+                if duration is None:
+                    await run
+                else:
+                    await line.running.wait()
+                    await asyncio.sleep(duration)  # the demo's length, as asked
+                run.cancel()
+                gateway.request_stop()
                 await gw_task
-                for f in feeders:
-                    f.cancel()
         finally:
             printer.stop()
         print(f"Demo stopped: {printer.count} events delivered.", flush=True)

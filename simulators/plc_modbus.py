@@ -292,7 +292,9 @@ class PtyLink:
 class ModbusPlcSim:
     """The simulated PLC (see the module docstring). `units` maps each unit id to the cycle its
     `StationProgram` runs, or None for a unit holding static values (set them through
-    `memory(unit)`). `cycles` limits how many cycles each program works (None: endless)."""
+    `memory(unit)`). `cycles` limits how many cycles each program works (None: endless).
+    `driven`: the programs do not run by themselves; the caller works their cycles
+    (`programs[unit].work(...)`), as a virtual line does with the parts it brings."""
 
     def __init__(
         self,
@@ -303,8 +305,10 @@ class ModbusPlcSim:
         port: int = 0,
         units: Mapping[int, CycleSpec | None] | None = None,
         cycles: int | None = None,
+        driven: bool = False,
     ) -> None:
         self.layout = load_layout(profile)
+        self.driven = driven
         self.transport: Transport = transport
         self.host = host
         self.port = port
@@ -360,6 +364,8 @@ class ModbusPlcSim:
             for unit, spec in self.specs.items():
                 if spec is not None:
                     self.programs[unit] = StationProgram(spec, self._memories[unit])
+                    if self.driven:
+                        continue
                     task = asyncio.create_task(self._run_program(unit), name=f"plc-unit-{unit}")
                     self._programs.add(task)
 
@@ -492,7 +498,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--units", default="1", help="unit ids, comma separated (each runs a program)")
     p.add_argument("--static", action="store_true", help="hold values; run no program")
     p.add_argument("--cycle-time", type=float, default=1.0)
-    p.add_argument("--mode", choices=["handshake", "trigger"], default="handshake")
+    p.add_argument("--mode", choices=["handshake", "trigger", "commission"], default="handshake")
     p.add_argument("--cycles", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -502,7 +508,11 @@ def _print_cycle(unit: int, c: CycleRecord) -> None:
     params = ", ".join(f"{k} {v}" for k, v in c.parameters.items())
     outcome = c.outcome + (f" (verdict {c.verdict})" if c.verdict is not None else "")
     result = "OK" if c.result == RESULT_OK else "NOK"
-    print(f"unit {unit} cycle {c.n}: {c.part_id!r}, {params}, {result}, {outcome}", flush=True)
+    marked = f", marked {c.marked!r}" if c.marked is not None else ""
+    print(
+        f"unit {unit} cycle {c.n}: {c.part_id!r}, {params}, {result}, {outcome}{marked}",
+        flush=True,
+    )
 
 
 def _link(link: Path, target: str) -> str:

@@ -10,7 +10,13 @@ stations do:
   drop `request`, wait for `ack` to drop; an ack that does not come within `ack_timeout_s`
   makes the PLC drop and re-raise its request (`max_retries` times), as PLC programs do;
 - `trigger` mode: pulse `trigger` for `pulse_ms` (pulses shorter than a publishing or polling
-  interval are the classic way to lose cycles), and count `cycle_counter` up.
+  interval are the classic way to lose cycles), and count `cycle_counter` up;
+- `commission` mode (a marker asking for a serial): clear `serial`, count `cycle_counter` up
+  (the request number), raise `request`, wait for the ack, read the serial the gateway wrote
+  into `serial` and mark the part with it (`CycleRecord.marked`), then drop `request`.
+
+`run()` makes up its parts (random identifiers and values); a virtual line
+(simulators.line) drives `work()` instead, with the part at the station and its values.
 
 The simulators keep the variables in their own memory (OPC UA nodes, Modbus registers) behind
 the small `Memory` protocol. Every cycle is recorded in `truth`: what really happened, for
@@ -18,7 +24,8 @@ tests to compare with what reached the broker.
 
 Variables (names the simulators map to addresses): `part_id` (string), one float per
 parameter, `result` (int: 1 OK, 2 NOK), `cycle_counter` (uint32), `request` (bool), `ack`
-(bool, written by the gateway), `verdict` (int16, written by the gateway), `trigger` (bool).
+(bool, written by the gateway), `verdict` (int16, written by the gateway), `trigger` (bool);
+`serial` (string, written by the gateway) in commission mode.
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ DEFAULT_PARAMETERS = (
 
 @dataclass(frozen=True)
 class CycleSpec:
-    mode: Literal["handshake", "trigger"] = "handshake"
+    mode: Literal["handshake", "trigger", "commission"] = "handshake"
     cycle_time_s: float = 1.0
     parameters: tuple[ParameterModel, ...] = DEFAULT_PARAMETERS
     nok_share: float = 0.03
@@ -76,6 +83,7 @@ class CycleSpec:
     max_retries: int = 3
     id_kind: Literal["gs1_datamatrix", "plain"] = "gs1_datamatrix"
     seed: int = 0
+    serial_signal: str = "serial"  # commission mode: where the gateway writes the serial
 
 
 @dataclass
@@ -91,6 +99,7 @@ class CycleRecord:
     verdict: int | None = None
     retries: int = 0
     outcome: str = "pending"  # acked, timeout, pulsed
+    marked: str | None = None  # commission mode: what was marked (the serial read after the ack)
 
 
 @dataclass
@@ -117,14 +126,30 @@ class StationProgram:
         ):
             mem.write(name, value)
 
-    def next_cycle(self) -> CycleRecord:
-        """Make the data of the next cycle (no I/O): the part, its parameters, its result."""
-        rng = self._rng
+    def next_cycle(
+        self,
+        part_id: str | None = None,
+        parameters: dict[str, float] | None = None,
+        result: int | None = None,
+    ) -> CycleRecord:
+        """The data of the next cycle (no I/O): the part, its parameters, its result; what is
+        not given is made up (a commissioning cycle's part has no identifier yet)."""
         self._counter += 1
+        if part_id is None:
+            part_id = "" if self.spec.mode == "commission" else self._part()
+        values, in_tol = (dict(parameters), True) if parameters is not None else self._values()
+        if result is None:
+            nok = not in_tol or self._rng.random() < self.spec.nok_share
+            result = RESULT_NOK if nok else RESULT_OK
+        return CycleRecord(self._counter, part_id, values, result, 0.0)
+
+    def _part(self) -> str:
         if self.spec.id_kind == "plain":
-            part = self._codes.plain().data
-        else:
-            part = self._codes.gs1_datamatrix().text(True)
+            return self._codes.plain().data
+        return self._codes.gs1_datamatrix().text(True)
+
+    def _values(self) -> tuple[dict[str, float], bool]:
+        rng = self._rng
         values: dict[str, float] = {}
         in_tol = True
         for p in self.spec.parameters:
@@ -139,8 +164,7 @@ class StationProgram:
             else:
                 v = min(max(rng.gauss(p.mean, p.sd), p.low), p.high)
             values[p.name] = round(v, 3)
-        nok = not in_tol or rng.random() < self.spec.nok_share
-        return CycleRecord(self._counter, part, values, RESULT_NOK if nok else RESULT_OK, 0.0)
+        return values, in_tol
 
     def publish(self, cycle: CycleRecord) -> None:
         mem = self.memory
@@ -151,19 +175,32 @@ class StationProgram:
         mem.write("cycle_counter", cycle.n)
 
     async def run(self, cycles: int | None = None) -> None:
-        """Work `cycles` cycles (forever when None)."""
+        """Work `cycles` cycles of made-up parts, `cycle_time_s` each (forever when None)."""
         done = 0
         while cycles is None or done < cycles:
             await asyncio.sleep(self.spec.cycle_time_s)
-            cycle = self.next_cycle()
-            self.publish(cycle)
-            cycle.data_ready = time.time()
-            self.truth.append(cycle)
-            if self.spec.mode == "trigger":
-                await self._pulse(cycle)
-            else:
-                await self._handshake(cycle)
+            await self.work()
             done += 1
+
+    async def work(
+        self,
+        part_id: str | None = None,
+        parameters: dict[str, float] | None = None,
+        result: int | None = None,
+    ) -> CycleRecord:
+        """One cycle, at once: publish the part's data and hand it over (pulse, handshake or
+        request for a serial); returns its record (also in `truth`) once handed over."""
+        cycle = self.next_cycle(part_id, parameters, result)
+        if self.spec.mode == "commission":
+            self.memory.write(self.spec.serial_signal, "")  # never mark a stale serial
+        self.publish(cycle)
+        cycle.data_ready = time.time()
+        self.truth.append(cycle)
+        if self.spec.mode == "trigger":
+            await self._pulse(cycle)
+        else:
+            await self._handshake(cycle)
+        return cycle
 
     async def _pulse(self, cycle: CycleRecord) -> None:
         self.memory.write("trigger", True)
@@ -180,6 +217,8 @@ class StationProgram:
                 cycle.acked = time.time()
                 cycle.verdict = int(mem.read("verdict") or 0)
                 cycle.outcome = "acked"
+                if self.spec.mode == "commission":
+                    cycle.marked = str(mem.read(self.spec.serial_signal) or "")
                 mem.write("request", False)
                 await self._wait(lambda: not mem.read("ack"), self.spec.ack_timeout_s)
                 return

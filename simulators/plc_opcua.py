@@ -453,9 +453,10 @@ class OpcuaPlcSim:
 
     def load_program(self, spec: CycleSpec) -> StationProgram:
         """A `StationProgram` on this PLC's memory (`program`), not yet running."""
-        missing = {"part_id", "result", "cycle_counter", "request", "ack", "trigger"} - set(
-            self.signals
-        )
+        needed = {"part_id", "result", "cycle_counter", "request", "ack", "trigger"}
+        if spec.mode == "commission":
+            needed.add(spec.serial_signal)
+        missing = needed - set(self.signals)
         if missing:
             raise ValueError(f"the profile lacks the program's variables {sorted(missing)}")
         self.program = StationProgram(spec, self.memory)
@@ -656,7 +657,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4840, help="0: any free port (printed)")
     parser.add_argument("--cycle-time", type=float, default=1.0, help="seconds per cycle")
-    parser.add_argument("--mode", choices=("handshake", "trigger"), default="handshake")
+    parser.add_argument(
+        "--mode", choices=("handshake", "trigger", "commission"), default="handshake"
+    )
     parser.add_argument("--cycles", type=int, help="number of cycles (default: endless)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--user", help="accept this user (with --password) besides anonymous")
@@ -677,6 +680,8 @@ async def _main(args: argparse.Namespace) -> None:
             await program.run(1)
             cycle = program.truth[-1]
             verdict = f", verdict {cycle.verdict}" if cycle.verdict is not None else ""
+            if cycle.marked is not None:
+                verdict += f", marked {cycle.marked!r}"
             print(
                 f"cycle {cycle.n}: {cycle.part_id!r} {cycle.parameters} result {cycle.result}"
                 f" -> {cycle.outcome}{verdict}",

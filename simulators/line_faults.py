@@ -1,0 +1,172 @@
+"""The faults of a virtual line's scenario, played one after the other as the units they are
+tied to enter the line: gateway kills (SIGKILL at a random moment, restarted at once), broker
+outages, PLC restarts, reader disconnects. Each is recorded in the truth (`FaultRecord`) with
+when it began and ended, and the stations where it may cause events of its own
+(`handshake.error` for a write to a PLC that is restarting).
+
+A fault that would lose what scanners or a reader sent into the gateway first holds the line's
+scanner and portal stations (`Interlock.hold`): their running jobs end, what the gateway owes
+for them is delivered, then the fault strikes; handshake stations keep working through it
+(their PLCs wait for the ack), so kills land at random moments of their handshakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import TYPE_CHECKING
+
+from simulators.line_scenario import AtUnit, Station
+
+if TYPE_CHECKING:
+    from simulators.line import VirtualLine
+
+Fault = tuple[int, float, str, AtUnit | None]  # at unit, then after s, kind, spec
+
+
+class FaultDriver:
+    def __init__(self, line: VirtualLine) -> None:
+        self.line = line
+        sc = line.sc
+        f = sc.faults
+        rng = random.Random(f"{sc.seed}:kills")
+        plan: list[Fault] = []
+        kills = f.gateway_kills
+        if kills.count:
+            last = kills.to_unit or sc.units or kills.from_unit + 10 * kills.count
+            span = range(kills.from_unit, max(kills.from_unit, last) + 1)
+            for n in sorted(rng.sample(span, min(kills.count, len(span)))):
+                plan.append((n, rng.uniform(0.0, 3 * sc.takt_s), "gateway_kill", None))
+        plan += [(o.at_unit, 0.0, "broker_outage", o) for o in f.broker_outages]
+        plan += [(r.at_unit, 0.0, "plc_restart", r) for r in f.plc_restarts]
+        plan += [(r.at_unit, 0.0, "reader_disconnect", r) for r in f.reader_disconnects]
+        self.plan = sorted(plan, key=lambda x: (x[0], x[1]))
+        self.kills = 0
+        self.needs_gateway = bool(kills.count)
+
+    async def run(self) -> None:
+        line = self.line
+        for at, after, kind, spec in self.plan:
+            await line.until(lambda at=at: line.entered >= at or line.fed_all)
+            if line.entered < at:
+                line.truth.notes.append(f"{kind} at unit {at} skipped: the run had {line.entered}")
+                continue
+            await asyncio.sleep(after)  # a random moment of that unit's time on the line
+            try:
+                await self.strike(kind, spec)
+            except TimeoutError as exc:  # the gateway did not come back: the truth says so
+                line.truth.notes.append(f"{kind} at unit {at}: {exc}")
+
+    async def strike(self, kind: str, spec: AtUnit | None) -> None:
+        if kind == "gateway_kill":
+            await self.kill()
+        elif kind == "broker_outage":
+            assert spec is not None
+            await self.outage(spec.duration_s)
+        elif kind == "plc_restart":
+            assert spec is not None and spec.device is not None
+            await self.plc_restart(spec.device)
+        else:
+            assert spec is not None
+            await self.reader_disconnect(spec.device)
+
+    async def kill(self) -> None:
+        """Every other kill is aimed between a handshake's commit and its ack: the PLCs answer
+        slowly for a moment, and the kill strikes as soon as a handshake station's record has
+        reached the broker (committed) while its ack is still on its way. That is where a
+        gateway that is not exactly-once records a cycle twice, or gives a serial again."""
+        line = self.line
+        assert line.gateway is not None
+        self.kills += 1
+        async with line.core.interlock.hold():
+            held = line.held_stations()
+            await line.owed(held, 20.0, "the scanner stations' events before a kill")
+            aimed = self.kills % 2 == 0
+            if aimed:
+                await self._a_handshake_recorded()
+            rec = line.truth.fault(
+                "gateway_kill", line.sc.line.gateway, note="aimed" if aimed else ""
+            )
+            onlines = line.mes.onlines
+            await line.gateway.kill()
+            self._slow(0.0)
+            await line.gone()
+            await line.gateway.start()
+            await line.ready(onlines=onlines + 1)
+            rec.end = time.time()
+
+    def _handshake_stations(self) -> list[Station]:
+        return [
+            s
+            for s in self.line.sc.stations
+            if s.plc is not None and s.program in ("handshake", "mark")
+        ]
+
+    def _slow(self, delay_s: float) -> None:
+        line = self.line
+        for st in self._handshake_stations():
+            assert st.plc is not None
+            if st.plc.id in line.opcua:
+                line.opcua[st.plc.id].slow(delay_s)
+            else:
+                line.modbus[st.plc.id].faults.delay_s = delay_s
+
+    async def _a_handshake_recorded(self) -> None:
+        mes = self.line.mes
+        stations = [s.id for s in self._handshake_stations()]
+        before = {s: mes.station_count(s) for s in stations}
+        self._slow(0.08)
+        with contextlib.suppress(TimeoutError):
+            await mes.wait(
+                lambda: any(mes.station_count(s) > n for s, n in before.items()),
+                5.0,
+                "a handshake recorded",
+            )
+
+    async def outage(self, duration_s: float) -> None:
+        line = self.line
+        broker = line.broker
+        if broker is None:
+            line.truth.notes.append("broker outage skipped: the line does not own the broker")
+            return
+        rec = line.truth.fault("broker_outage", f"{broker.host}:{broker.port}")
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(duration_s)  # the outage's length (the line goes on meanwhile)
+        await asyncio.to_thread(broker.start)
+        rec.end = time.time()
+
+    async def plc_restart(self, device: str) -> None:
+        line = self.line
+        st = next(s for s in line.sc.stations if s.plc is not None and s.plc.id == device)
+        rec = line.truth.fault("plc_restart", device, stations=(st.id,))
+        if st.program == "trigger":
+            # Cycles that end while its server is down are not seen: the PLC waits, as the
+            # station's program would for the traceability link.
+            async with line.core.interlock.hold():
+                await line.owed(line.held_stations(), 20.0, "events before a PLC restart")
+                await self._restart(device)
+                await line.ready(onlines=line.mes.onlines)
+        else:
+            await self._restart(device)
+        rec.end = time.time()
+
+    async def _restart(self, device: str) -> None:
+        line = self.line
+        if device in line.opcua:
+            await line.opcua[device].restart()
+        else:
+            await line.modbus[device].restart()
+
+    async def reader_disconnect(self, device: str | None) -> None:
+        line = self.line
+        name = device or next(iter(line.readers))
+        reader = line.readers[name]
+        async with line.core.interlock.hold():
+            await line.owed(line.held_stations(), 20.0, "the portal's events before a disconnect")
+            rec = line.truth.fault("reader_disconnect", name)
+            reader.drop_connection()
+            await reader.wait_disconnected(timeout=10)
+            await reader.wait_inventorying(timeout=60)
+            rec.end = time.time()
