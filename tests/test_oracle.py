@@ -15,14 +15,20 @@ order the station caused them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from gateway.config import load_line
+from gateway.journal import connect
+from gateway.trace_index import trace
 from simulators.broker import Mosquitto
 from simulators.line import VirtualLine
 from simulators.line_oracle import compare
 from simulators.line_scenario import load_scenario
+from simulators.line_truth import Expect
 from tests.helpers import ROOT, GatewayProcess, subscriber, wait_for
 
 SCENARIO = ROOT / "simulators" / "scenarios" / "line-assembly.yaml"
@@ -98,3 +104,42 @@ async def test_every_unit_is_exact_through_kills_outages_and_restarts(
     assert report.ok, f"{len(report.failures)} differences:\n" + "\n".join(report.failures[:80])
     assert control.kills >= 10
     assert reacked >= 3, f"only {reacked} kills landed between a commit and its ack"
+    check_traces(truth.expected, line.line_file)
+
+
+def check_traces(expected: list[Expect], line_file: Path) -> None:
+    """`tracegate trace` of units from the local index says what the ground truth says: each
+    unit's own events (station and type, in order), its container, and its contents."""
+    by_key: dict[str, list[Expect]] = {}
+    contents: dict[str, set[str]] = {}
+    for e in expected:
+        if e.key is not None:
+            by_key.setdefault(e.key, []).append(e)
+        if e.type == "aggregated" and e.key is not None:
+            contents.setdefault(e.key, set()).update(e.children)
+    conn = connect(load_line(line_file).config.journal.path, readonly=True)
+    try:
+        sample = sorted(by_key)[:: max(1, len(by_key) // 40)]  # about 40, of every kind
+        for key in sample:
+            t = trace(conn, key)
+            got = [(d["station"], d["type"]) for d in t.events if d["role"] in ("unit", "parent")]
+            want = [(e.station, e.type) for e in by_key[key]]
+            assert sorted(got) == sorted(want), f"trace of {key}: {got} != {want}"
+            inside = {c["key"] for c in t.children}
+            assert inside == contents.get(key, set()), f"contents of {key}"
+            for child in inside:
+                assert trace(conn, child).parents[:1] == [key], f"{child} is inside {key}"
+    finally:
+        conn.close()
+    # And as a technician reads it: the command's own output, for one case.
+    case = next(k for k in sorted(contents) if k.startswith("(00)"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "trace", "-c", str(line_file), case],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Unit {case}" in proc.stdout and "Contains:" in proc.stdout
+    assert all(child in proc.stdout for child in contents[case])

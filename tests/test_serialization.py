@@ -607,3 +607,43 @@ def test_a_request_still_raised_after_a_restart_gets_its_own_serial_again_not_a_
     # The next request is a new cycle, with the next serial.
     ev = request(restarted, 3.0, 2).events[0]
     assert ev.type == "commissioned" and ev.ids[0].attrs["serial"] != serial
+
+
+def test_cases_go_into_a_pallet_and_the_trace_runs_both_ways() -> None:
+    """Packing on two levels: units into cases, cases into a pallet (both SSCCs: told apart by
+    the scanner that reads them)."""
+    cfg = line(
+        {
+            "id": "st50",
+            "identity": {"sources": ["cam-5"], "schemes": ["sgtin", "sscc"]},
+            "aggregation": {
+                "kind": "packing",
+                "parent": {"schemes": ["sscc"]},
+                "children": {"schemes": ["sgtin"]},
+                "count": 2,
+            },
+        },
+        {
+            "id": "st60",
+            "identity": {"sources": ["cam-6", "cam-4"], "schemes": ["sscc"]},
+            "aggregation": {
+                "kind": "packing",
+                "parent": {"sources": ["cam-4"]},
+                "children": {"sources": ["cam-6"]},
+                "count": 2,
+            },
+        },
+    )
+    b = Binder(cfg)
+    for i, text in enumerate([SSCC[0], code(1), code(2), SSCC[1], code(3), code(4)]):
+        run(b, Scan("cam-5", i, text))
+    pallet = sscc(99)
+    run(b, Scan("cam-4", 10.0, pallet))
+    run(b, Scan("cam-6", 10.1, SSCC[0]))
+    [ev] = run(b, Scan("cam-6", 10.2, SSCC[1])).events
+    assert ev.type == "aggregated" and ev.aggregation is not None
+    assert ev.aggregation.parent.scheme == "sscc" and len(ev.aggregation.children) == 2
+    view = b.env.view
+    unit = view.unit(key(3))
+    assert unit is not None and unit.parent == ev.aggregation.children[1].value
+    assert view.unit(unit.parent).parent == ev.aggregation.parent.value  # type: ignore[union-attr]
