@@ -252,4 +252,11 @@ async def tick(queue: ObservationQueue, period_s: Callable[[], float] = lambda: 
     reload may add a portal)."""
     while True:
         await asyncio.sleep(period_s())
-        queue.put(Tick(time.time()))
+        now = time.time()
+        # Let the protocols read what reached their sockets before `now` (one pass of the loop
+        # polls the selector, a second runs what that scheduled): a tick queued straight away
+        # could overtake reads that arrived while the loop was busy, and close a tag pass that
+        # is still being read (seen as a dock pass split in two under CPU load).
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        queue.put(Tick(now))

@@ -134,7 +134,9 @@ class Station(_Model):
     case_size: int = Field(5, ge=1, le=1000)
     pass_s: float = Field(0.4, gt=0, le=60, description="portal: time a case is in the field.")
     direction: Literal["in", "out"] = "out"
-    quiet_time_ms: int = Field(300, ge=50)
+    quiet_time_ms: int = Field(
+        1000, ge=50, description="portal: the gateway's quiet time that ends a tag pass."
+    )
 
     @model_validator(mode="after")
     def _devices(self) -> Station:
