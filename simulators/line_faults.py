@@ -73,55 +73,63 @@ class FaultDriver:
             await self.reader_disconnect(spec.device)
 
     async def kill(self) -> None:
-        """Every other kill is aimed between a handshake's commit and its ack: the PLCs answer
-        slowly for a moment, and the kill strikes as soon as a handshake station's record has
-        reached the broker (committed) while its ack is still on its way. That is where a
-        gateway that is not exactly-once records a cycle twice, or gives a serial again."""
+        """Every other kill is aimed between a handshake's commit and its ack: the OPC UA PLCs
+        hold the gateway's writes, and the kill strikes once a handshake station's record has
+        reached the MES (committed) while its ack is still held. That is where a gateway that
+        is not exactly-once records a cycle twice. (Random kills land in the same window now
+        and then, at the Modbus laser too: a serial given twice.)"""
         line = self.line
         assert line.gateway is not None
         self.kills += 1
-        async with line.core.interlock.hold():
-            held = line.held_stations()
-            await line.owed(held, 20.0, "the scanner stations' events before a kill")
-            aimed = self.kills % 2 == 0
+        aimed = self.kills % 2 == 0
+        try:
+            # Aimed while the line runs: held scanner stations feed no unit to the handshake.
             if aimed:
                 await self._a_handshake_recorded()
-            rec = line.truth.fault(
-                "gateway_kill", line.sc.line.gateway, note="aimed" if aimed else ""
-            )
-            onlines = line.mes.onlines
-            await line.gateway.kill()
-            self._slow(0.0)
-            await line.gone()
-            await line.gateway.start()
-            await line.ready(onlines=onlines + 1)
-            rec.end = time.time()
+            async with line.core.interlock.hold():
+                held = line.held_stations()
+                await line.owed(held, 20.0, "the scanner stations' events before a kill")
+                rec = line.truth.fault(
+                    "gateway_kill", line.sc.line.gateway, note="aimed" if aimed else ""
+                )
+                onlines = line.mes.onlines
+                await line.gateway.kill()
+                self._hold_writes(False)
+                await line.gone()
+                await line.gateway.start()
+                await line.ready(onlines=onlines + 1)
+                rec.end = time.time()
+        finally:
+            self._hold_writes(False)
 
-    def _handshake_stations(self) -> list[Station]:
+    def _aimed_stations(self) -> list[Station]:
+        """Where an aimed kill holds the PLC's writes: OPC UA handshake stations, whose request
+        timeout (4 s) outlasts the hold; a Modbus write would time out (1 s) first and be
+        recorded as `handshake.error`."""
+        line = self.line
         return [
             s
-            for s in self.line.sc.stations
-            if s.plc is not None and s.program in ("handshake", "mark")
+            for s in line.sc.stations
+            if s.plc is not None and s.program == "handshake" and s.plc.id in line.opcua
         ]
 
-    def _slow(self, delay_s: float) -> None:
-        line = self.line
-        for st in self._handshake_stations():
+    def _hold_writes(self, held: bool) -> None:
+        for st in self._aimed_stations():
             assert st.plc is not None
-            if st.plc.id in line.opcua:
-                line.opcua[st.plc.id].slow(delay_s)
-            else:
-                line.modbus[st.plc.id].faults.delay_s = delay_s
+            self.line.opcua[st.plc.id].hold_writes(held)
 
     async def _a_handshake_recorded(self) -> None:
         mes = self.line.mes
-        stations = [s.id for s in self._handshake_stations()]
+        stations = [s.id for s in self._aimed_stations()]
         before = {s: mes.station_count(s) for s in stations}
-        self._slow(0.08)
+        # The PLCs hold the gateway's writes (acks) while the records travel to the MES: the
+        # kill then strikes between commit and ack whatever the machine's load (a slow answer
+        # instead left it to a race between the ack and the broker's delivery).
+        self._hold_writes(True)
         with contextlib.suppress(TimeoutError):
             await mes.wait(
                 lambda: any(mes.station_count(s) > n for s, n in before.items()),
-                5.0,
+                3.0,
                 "a handshake recorded",
             )
 

@@ -310,6 +310,8 @@ class OpcuaPlcSim:
         self._writer: asyncio.Task[None] | None = None
         self._answering = asyncio.Event()
         self._answering.set()
+        self._writes_open = asyncio.Event()
+        self._writes_open.set()
         self._delay_s = 0.0
 
     @property
@@ -373,7 +375,7 @@ class OpcuaPlcSim:
         server.set_identity_tokens(tokens)
         await self._build(server)
         server.subscribe_server_callback(CallbackType.PreRead, self._before_request)
-        server.subscribe_server_callback(CallbackType.PreWrite, self._before_request)
+        server.subscribe_server_callback(CallbackType.PreWrite, self._before_write)
         server.subscribe_server_callback(CallbackType.PostWrite, self._after_write)
         server.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, self._monitoring)
         await server.start()
@@ -415,6 +417,14 @@ class OpcuaPlcSim:
 
     def resume(self) -> None:
         self._answering.set()
+
+    def hold_writes(self, held: bool) -> None:
+        """Let writes wait (a PLC busy in its scan) until called again with False; reads go on
+        (on other sessions: asyncua serves one session's requests in order)."""
+        if held:
+            self._writes_open.clear()
+        else:
+            self._writes_open.set()
 
     def slow(self, delay_s: float) -> None:
         """Answer every read and write `delay_s` later (0: at once again)."""
@@ -587,6 +597,11 @@ class OpcuaPlcSim:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)
         await self._answering.wait()
+
+    async def _before_write(self, event: ServerItemCallback, arg: Any) -> None:
+        await self._before_request(event, arg)
+        if event.is_external:
+            await self._writes_open.wait()
 
     async def _after_write(self, event: ServerItemCallback, _: Any) -> None:
         if not event.is_external or event.response_params is None:
