@@ -7,6 +7,8 @@
     tracegate demo                      a bundled demo line, end to end, until Ctrl-C
     tracegate outbox stats|tail -c ...  inspect the journal (also while the daemon runs)
     tracegate trace -c LINE.yaml ID     what the line recorded of one unit (--json)
+    tracegate status -c LINE.yaml       devices, work order, backlog, last events
+    tracegate service install|upgrade|uninstall    as a systemd service on a line PC
 
 Exit codes: 0 clean stop, 78 configuration error (EX_CONFIG; systemd does not restart it),
 74 journal unusable (EX_IOERR), 70 an internal error (logged as `gateway_crashed`); anything
@@ -80,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("id", help="a scanned code, an EPC (hex) or a canonical key")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
+    # Commands whose arguments live beside their code (gateway/status_cli.py, gateway/service.py).
+    import gateway.service
+    import gateway.status_cli
+
+    gateway.status_cli.add_parser(sub, with_config)
+    gateway.service.add_parser(sub)
+
     sp = sub.add_parser("outbox", help="inspect the journal")
     osub = sp.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
     st = osub.add_parser("stats", help="how much is waiting, how old, quota use")
@@ -109,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import gateway.trace_cli
 
             return gateway.trace_cli.main(args)
+        if args.command == "status":
+            import gateway.status_cli
+
+            return gateway.status_cli.main(args)
+        if args.command == "service":
+            import gateway.service
+
+            return gateway.service.main(args)
         if args.command == "simulate":
             import gateway.simulate
 
