@@ -32,7 +32,9 @@ from gateway.forward.mqtt import Forwarder
 from gateway.journal import Journal
 from gateway.log import get_logger
 from gateway.pipeline import BinderLoop, ObservationQueue, Writer, tick, tick_period
-from gateway.supervise import Backoff, supervise_device
+from gateway.status import GatewayStatus
+from gateway.status_http import StatusServer
+from gateway.supervise import Backoff, DeviceCounters, supervise_device
 from gateway.systemd import Notifier
 
 log = get_logger(__name__)
@@ -74,9 +76,13 @@ class Gateway:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._adapters: dict[str, Any] = {}  # running adapters, for write-back
         self._device_states: dict[str, str] = {}
+        self.device_counters: dict[str, DeviceCounters] = {}  # read by the status page
         self.journal: Journal | None = None
         self.forwarder: Forwarder | None = None
         self.binder_loop: BinderLoop | None = None
+        self.status = GatewayStatus(self)
+        self.status_server: StatusServer | None = None
+        self._status_task: asyncio.Task[None] | None = None
         self.started = time.monotonic()
         self.ready_after_s: float | None = None
 
@@ -168,6 +174,7 @@ class Gateway:
                 tg.create_task(self._prune_trace(journal), name="trace-prune"),
             ]
             self._start_forwarder(tg)
+            self._start_status(tg)
             for dev in cfg.devices:
                 self._start_device(tg, dev)
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
@@ -194,8 +201,26 @@ class Gateway:
                     count=len(queue),
                     reason="outbox full at stop; stop_timeout_s reached",
                 )
-            for t in (*core, watchdog, self._fwd_task):
-                t.cancel()
+            for t in (*core, watchdog, self._fwd_task, self._status_task):
+                if t is not None:
+                    t.cancel()
+
+    def _start_status(self, tg: asyncio.TaskGroup) -> None:
+        """The status page and metrics (read-only; gateway.status_http), when enabled."""
+        self.status_server = None
+        self._status_task = None
+        if not self.config.status.enabled:
+            return
+        self.status_server = StatusServer(self.config.status, self.status)
+        status = self.status
+        server = self.status_server
+
+        async def serve() -> None:
+            async with asyncio.TaskGroup() as inner:
+                inner.create_task(status.run(), name="status-sampler")
+                inner.create_task(server.run(), name="status-server")
+
+        self._status_task = tg.create_task(serve(), name="status")
 
     def _start_forwarder(self, tg: asyncio.TaskGroup) -> None:
         cfg = self.config
@@ -223,6 +248,8 @@ class Gateway:
         plan = self._plans.get(dev.id, DevicePlan())
         adapter = factory(dev.kind)(dev, plan, self.journal.path.parent)  # type: ignore[attr-defined]
         self._adapters[dev.id] = adapter
+        counters = self.device_counters.setdefault(dev.id, DeviceCounters())
+        counters.state, counters.detail = "connecting", ""
         self._device_tasks[dev.id] = tg.create_task(
             supervise_device(
                 dev.id,
@@ -230,6 +257,7 @@ class Gateway:
                 emit=self.binder_loop.queue.put,
                 backoff=Backoff(sup.backoff_initial_s, sup.backoff_max_s),
                 on_state=self._on_device_state,
+                counters=counters,
             ),
             name=f"device:{dev.id}",
         )
@@ -305,6 +333,14 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fwd_task
             self._start_forwarder(tg)
+        if cfg.status != old.status:
+            if self._status_task is not None:
+                self._status_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._status_task
+            self._start_status(tg)
+        for gone in set(self.device_counters) - set(new_devices):
+            del self.device_counters[gone]
         started = [i for i, d in new_devices.items() if old_devices.get(i) != d or i in changed]
         for i in started:
             self._start_device(tg, new_devices[i])
@@ -315,6 +351,7 @@ class Gateway:
             stopped=sorted(set(changed) - set(started)),
             started=sorted(set(started) - set(changed)),
             mqtt_restarted=cfg.mqtt != old.mqtt,
+            status_restarted=cfg.status != old.status,
         )
 
     # --- watchdog and status -----------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from gateway.events import (
     render_members,
 )
 from gateway.log import Throttle, get_logger
+from gateway.metrics import LATENCY_BUCKETS_S, Histogram
 from gateway.trace_index import Change, PoolBlock, TraceView
 
 log = get_logger(__name__)
@@ -126,6 +128,16 @@ class Stats:
     commits: int
     last_commit_ms: float
     write_error: str | None
+    acked: int = 0  # of `rows`, PUBACKed already: deleted with the next transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the status page and metrics show of the file and the oldest waiting row."""
+
+    oldest_recorded: float | None  # when the oldest row still waiting for its PUBACK committed
+    file_bytes: int  # database file plus its WAL
+    disk_free_bytes: int | None  # free space of the file system the journal is on
 
 
 class JournalError(Exception):
@@ -197,6 +209,7 @@ class Journal:
         self._high = False
         self._commits = 0
         self._last_commit_ms = 0.0
+        self.commit_seconds = Histogram(LATENCY_BUCKETS_S)  # one observation per transaction
         self._write_error: str | None = None
         self._write_throttle = Throttle(log, "journal_write_failed")
         self._slow_throttle = Throttle(log, "journal_commit_slow")
@@ -460,6 +473,40 @@ class Journal:
                 return self.committed_seq + 1
             after = scanned
 
+    async def backlog(self) -> Backlog:
+        """The oldest undelivered row's commit time, the file's size and the disk's free space,
+        read on the reader thread (a few point reads: the oldest rows by seq, two stats)."""
+        loop = asyncio.get_running_loop()
+        after = 0
+        oldest: float | None = None
+        while oldest is None and self._rconn is not None:
+            rows = await loop.run_in_executor(self._reader, self._oldest_sync, after)
+            if not rows:
+                break
+            # Skip rows PUBACKed whose delete has not committed yet.
+            oldest = next((rec for seq, rec in rows if not self.is_delivered(seq)), None)
+            after = rows[-1][0]
+        file_bytes, free = await loop.run_in_executor(self._reader, self._disk_sync)
+        return Backlog(oldest, file_bytes, free)
+
+    def _oldest_sync(self, after_seq: int) -> list[tuple[int, float]]:
+        assert self._rconn is not None
+        cur = self._rconn.execute(
+            "SELECT seq, recorded FROM outbox WHERE seq > ? ORDER BY seq LIMIT 256", (after_seq,)
+        )
+        return [(int(r[0]), float(r[1])) for r in cur]
+
+    def _disk_sync(self) -> tuple[int, int | None]:
+        size = 0
+        for p in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                size += p.stat().st_size
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return size, None
+        return size, st.f_bavail * st.f_frsize
+
     def add_listener(self, fn: Callable[[], None]) -> None:
         """`fn()` is called on the loop after every commit (the forwarder's wake-up)."""
         self._listeners.append(fn)
@@ -520,7 +567,9 @@ class Journal:
             raise
         finally:
             self.busy_since = None
-        self._last_commit_ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        self.commit_seconds.observe(elapsed)
+        self._last_commit_ms = elapsed * 1000
         if self._last_commit_ms > SLOW_COMMIT_MS:
             self._slow_throttle.hit(ms=round(self._last_commit_ms), events=n, path=str(self.path))
         self._committed_batch(n, batch, acked, rows)
@@ -676,6 +725,7 @@ class Journal:
             self._commits,
             self._last_commit_ms,
             self._write_error,
+            len(self._acked),
         )
 
 

@@ -26,7 +26,7 @@ from gateway.aio import TaskGroup
 from gateway.binding import Binder, BindResult, WriteRequest
 from gateway.binding.commands import Reply
 from gateway.devices.base import WriteFailed
-from gateway.events import Loss, Observation, Tick, WriteDone
+from gateway.events import Loss, Observation, Tick, TraceEvent, WriteDone
 from gateway.journal import Journal
 from gateway.log import get_logger
 
@@ -34,6 +34,7 @@ log = get_logger(__name__)
 
 WRITE_TIMEOUT_S = 10.0  # a write still unanswered after this counts as failed
 TICK_S = 1.0  # how often the binder hears the time (handshake timeouts)
+RECENT_REJECTS = 50  # the latest rejects kept for the status page
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class ObservationQueue:
         self._ready = asyncio.Event()
         self._clock = clock
         self.total_dropped = 0
+        self.dropped_by_device: dict[str, int] = {}  # since start (metrics)
 
     def __len__(self) -> int:
         """Observations waiting, plus one per device with uncounted losses."""
@@ -74,6 +76,7 @@ class ObservationQueue:
                 d.count += 1
                 d.last_time = t
             self.total_dropped += 1
+            self.dropped_by_device[obs.device] = self.dropped_by_device.get(obs.device, 0) + 1
         self._ready.set()
 
     async def get_batch(self, limit: int) -> list[Observation]:
@@ -102,6 +105,7 @@ class Writer:
         self._pulses: dict[tuple[str, str], int] = {}  # (device, signal) -> latest pulse number
         # Writes that failed, by (event, what): a write `if_written` one of them is not done.
         self._failed: deque[tuple[str, str]] = deque(maxlen=1024)
+        self.failed_by_device: dict[str, int] = {}  # since start (metrics)
 
     async def run(self) -> None:
         async with TaskGroup() as tg:
@@ -135,6 +139,7 @@ class Writer:
             except (WriteFailed, TimeoutError) as exc:
                 error = str(exc) or f"no answer within {WRITE_TIMEOUT_S} s"
                 log.warning("write_failed", device=req.device, signal=req.signal, error=error)
+                self.failed_by_device[req.device] = self.failed_by_device.get(req.device, 0) + 1
                 if req.after is not None:
                     self._failed.append((req.after, req.tag.rpartition("/")[2]))
             if error is None and req.pulse_s is not None:
@@ -180,6 +185,9 @@ class BinderLoop:
         self.reply: Callable[[Reply], None] = reply or _no_reply
         self.batch = batch
         self.events_by_type: dict[str, int] = {}
+        # Rejects by (station, reason), and the latest ones: for the status page and metrics.
+        self.rejects: dict[tuple[str, str], int] = {}
+        self.recent_rejects: deque[TraceEvent] = deque(maxlen=RECENT_REJECTS)
         self.last_progress = time.monotonic()
 
     async def run(self) -> None:
@@ -197,7 +205,10 @@ class BinderLoop:
     async def _commit(self, out: BindResult) -> None:
         counts = self.events_by_type
         for ev in out.events:
-            counts[ev.type] = counts.get(ev.type, 0) + 1
+            t = ev.type
+            counts[t] = counts.get(t, 0) + 1
+            if t == "rejected":
+                self._rejected(ev)
         for event, fields in out.notes:
             log.info(event, **fields)
         view = self.binder.env.view
@@ -221,6 +232,11 @@ class BinderLoop:
             for w in out.writes:
                 self.writer.submit(w, committed if w.after is not None else None)
         self.last_progress = time.monotonic()
+
+    def _rejected(self, ev: TraceEvent) -> None:
+        key = (ev.station or "", ev.reason or "")
+        self.rejects[key] = self.rejects.get(key, 0) + 1
+        self.recent_rejects.append(ev)
 
     def _replied(self, reply: Reply, committed: asyncio.Future[Any]) -> None:
         if not committed.cancelled() and committed.exception() is None:

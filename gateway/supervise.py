@@ -16,6 +16,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.devices.base import (
@@ -30,6 +31,24 @@ from gateway.log import Throttle, get_logger
 log = get_logger(__name__)
 
 STABLE_AFTER_S = 10.0  # connected this long: the next failure starts from the initial delay
+
+
+@dataclass(slots=True)
+class DeviceCounters:
+    """What one device did, for the status page and the metrics (gateway.status): plain fields,
+    updated inline (an observation costs two stores), read at scrape time."""
+
+    state: str = "connecting"  # connecting, connected, disconnected, failed
+    detail: str = ""
+    since: float = field(default_factory=time.time)  # wall clock of the last state change
+    reads: int = 0  # observations handed to the binder (codes, tag reads, PLC value changes)
+    last_read: float | None = None  # wall clock of the newest one
+    # Failures by kind: unavailable (the peer is gone), misconfigured, crashed (an adapter
+    # bug); the pipeline adds write_failed and dropped (observation queue full).
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 class Backoff:
@@ -59,10 +78,12 @@ class _Context:
         device_id: str,
         emit: Callable[[Observation], None],
         on_state: Callable[[str, str, str], None],
+        counters: DeviceCounters,
     ) -> None:
         self._id = device_id
         self._emit = emit
         self._on_state = on_state
+        self._counters = counters
         self.connected_at: float | None = None
 
     @property
@@ -70,6 +91,9 @@ class _Context:
         return self._id
 
     def emit(self, observation: Observation) -> None:
+        c = self._counters
+        c.reads += 1
+        c.last_read = observation.time
         self._emit(observation)
 
     def connected(self, detail: str) -> None:
@@ -84,9 +108,12 @@ async def supervise_device(
     emit: Callable[[Observation], None],
     backoff: Backoff,
     on_state: Callable[[str, str, str], None] | None = None,
+    counters: DeviceCounters | None = None,
 ) -> None:
     """Run `device` forever, reconnecting with backoff. Returns only by cancellation, or when the
-    device is misconfigured (it then stays `failed` until the configuration is reloaded)."""
+    device is misconfigured (it then stays `failed` until the configuration is reloaded).
+    `counters` receives its reads, state and failures (gateway.status shows them)."""
+    c = counters if counters is not None else DeviceCounters()
     dlog = log.bind(device=device_id)
     failures = _Failures(dlog)
     last_state: list[tuple[str, str]] = [("", "")]
@@ -102,25 +129,30 @@ async def supervise_device(
         if new == "connected":
             dlog.info("device_connected", detail=detail)
             failures.clear()
+        c.state, c.detail, c.since = new, detail, time.time()
         emit(DeviceState(dev, time.time(), new, detail))
         if on_state is not None:
             on_state(dev, new, detail)
 
     while True:
         reraise_swallowed_cancel()
-        ctx = _Context(device_id, emit, state)
+        ctx = _Context(device_id, emit, state, c)
         try:
             await device.run(ctx)
             detail = "adapter returned"  # run() should only end by raising; treat as a drop
+            c.error("unavailable")
         except DeviceUnavailable as exc:
             detail = str(exc) or type(exc).__name__
+            c.error("unavailable")
         except DeviceMisconfigured as exc:
             dlog.error("device_misconfigured", error=str(exc))
+            c.error("misconfigured")
             state(device_id, "failed", str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - an adapter bug: log it, keep the others running
             detail = f"{type(exc).__name__}: {exc}"
             dlog.exception("device_crashed", error=detail)
+            c.error("crashed")
         if ctx.connected_at is not None:
             dlog.info("device_disconnected", detail=detail)
             if time.monotonic() - ctx.connected_at >= STABLE_AFTER_S:

@@ -152,6 +152,7 @@ def line_file(
         "supervision": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, **(supervision or {})},
         "devices": devices,
         "stations": stations,
+        "status": {"port": 0},  # a free port: never the machine's 9780
         **top,
     }
     path = tmp_path / name

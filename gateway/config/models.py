@@ -8,6 +8,7 @@ validated (gateway.config.loader).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -220,6 +221,56 @@ class SupervisionConfig(Model):
         le=60,
         description="On SIGTERM, time allowed to commit what is in flight before exiting.",
     )
+
+
+# --- status page and metrics ------------------------------------------------------------------
+
+
+class StatusConfig(Model):
+    enabled: bool = Field(
+        True,
+        description="Serve the status page (`/`), `/status.json`, `/metrics` (Prometheus) and "
+        "`/healthz` over HTTP. Read-only: nothing served can change the gateway's state.",
+    )
+    listen_host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP server listens on. The default, loopback, keeps it on "
+        "the line PC (reach it from elsewhere with `ssh -L`). Any other address (`0.0.0.0`, "
+        "an interface's address) is a deliberate choice that exposes the page and metrics "
+        "to that network without authentication; the gateway logs `status_page_exposed`.",
+    )
+    port: int = Field(
+        9780,
+        ge=0,
+        le=65535,
+        description="TCP port of the status page and metrics. 0: a free port chosen at start "
+        "(logged in `status_server_started`; `tracegate status` cannot find it then). A port "
+        "in use is logged (`status_server_failed`) and retried; the gateway records on.",
+    )
+    recent_events: int = Field(
+        20,
+        ge=1,
+        le=500,
+        description="How many of the latest events and rejects the page and `/status.json` show.",
+    )
+
+    @field_validator("listen_host")
+    @classmethod
+    def _an_address(cls, v: str) -> str:
+        if v == "localhost":
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(
+                "an IP address to listen on (127.0.0.1, ::1, 0.0.0.0, an interface's address) "
+                "or `localhost`"
+            ) from None
+        return v
+
+    @property
+    def loopback(self) -> bool:
+        return self.listen_host == "localhost" or ipaddress.ip_address(self.listen_host).is_loopback
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -645,6 +696,10 @@ class LineConfig(Model):
     epcis: EpcisConfig = Field(
         default_factory=EpcisConfig,
         description="EPCIS 2.0 output (`mqtt.payload: epcis`): identifiers of places and orders.",
+    )
+    status: StatusConfig = Field(
+        default_factory=StatusConfig,
+        description="The local status page and the Prometheus metrics (docs/status.md).",
     )
 
     def topic_prefix(self) -> str:

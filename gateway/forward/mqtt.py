@@ -40,6 +40,7 @@ from gateway.forward.epcis import EpcisOptions, encode_epcis, render_epcis
 from gateway.forward.paho_bridge import BrokerUnavailable, BufferedClient, Session
 from gateway.journal import Journal, Row
 from gateway.log import Throttle, get_logger
+from gateway.metrics import LATENCY_BUCKETS_S, Histogram
 from gateway.supervise import Backoff
 
 log = get_logger(__name__)
@@ -66,7 +67,8 @@ class ForwarderStats:
     published: int = 0
     acked: int = 0
     refused: int = 0
-    reconnects: int = 0
+    connects: int = 0  # connections made (the first, then each reconnect)
+    connect_failures: int = 0  # attempts that failed (refused, unreachable, timed out)
     inflight: int = 0
     window: int = 0
     lanes: list[str] = field(default_factory=list)
@@ -110,14 +112,24 @@ class Forwarder:
         self._refused = Throttle(log, "publish_refused")
         self._down = Throttle(log, "broker_unavailable")
         self.busy_since: float | None = None
+        # PUBLISH -> PUBACK time, sampled: one message in flight at a time is timed (the first
+        # of a publish batch when none is), so the hot path pays a comparison per ack.
+        self.publish_seconds = Histogram(LATENCY_BUCKETS_S)
+        self._probe_seq = 0
+        self._probe_at = 0.0
         journal.add_listener(self._kick.set)
 
     def _acked(self, entry: tuple[int, int]) -> None:
         self.stats.acked += 1
+        if entry[0] == self._probe_seq:
+            self.publish_seconds.observe(time.monotonic() - self._probe_at)
+            self._probe_seq = 0
         self.journal.ack((entry,))
 
     def _refused_by_broker(self, entry: tuple[int, int], rc: ReasonCode) -> None:
         self.stats.refused += 1
+        if entry[0] == self._probe_seq:
+            self._probe_seq = 0
         self._refused.hit(seq=entry[0], reason=str(rc))
 
     # --- commands and their replies ----------------------------------------------------------
@@ -187,9 +199,14 @@ class Forwarder:
                 await asyncio.sleep(delay)
 
     async def _connected_session(self, backoff: Backoff) -> None:
-        s = await self._connect()
+        try:
+            s = await self._connect()
+        except BrokerUnavailable:
+            self.stats.connect_failures += 1
+            raise
         self._session = s
         self.stats.connected = True
+        self.stats.connects += 1
         self._down.clear()
         log.info(
             "broker_connected",
@@ -211,6 +228,7 @@ class Forwarder:
             self.stats.connected = False
             self.stats.inflight = 0
             self._session = None
+            self._probe_seq = 0  # its PUBACK will not come on this connection
             why = s.closed.result() if s.closed.done() else "stopped"
             self._teardown(s)
             if time.monotonic() - started > 10:
@@ -427,6 +445,9 @@ class Forwarder:
                 return
             inflight[info.mid] = (r.seq, len(r.payload))
         self.stats.published += len(rows)
+        if not self._probe_seq:
+            self._probe_seq = rows[0].seq
+            self._probe_at = time.monotonic()
 
     # --- stopping ------------------------------------------------------------------------------
 
