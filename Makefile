@@ -38,7 +38,8 @@ mosquitto:
 	else echo "Mosquitto is missing. Install it with: sudo apt-get install mosquitto"; exit 1; fi
 
 # systemd-analyze checks the unit file in the tests (Debian package systemd); tshark, Wireshark's
-# LLRP dissector, judges the reader simulator's bytes (Debian package tshark).
+# LLRP dissector, judges the reader simulator's bytes (Debian package tshark); Chromium shows
+# the status page to Playwright (Debian package chromium).
 test-tools:
 	@if command -v systemd-analyze >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -52,6 +53,12 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark; \
 	else echo "Note: tshark is missing (sudo apt-get install tshark); " \
 	  "the LLRP simulator's Wireshark check will be skipped."; fi
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Chromium (Debian package chromium) for the status page test ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "Note: chromium is missing (sudo apt-get install chromium); " \
+	  "the status page's browser test will be skipped."; fi
 
 demo: $(VENV)/.installed-run mosquitto
 	$(BIN)/tracegate demo
