@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine:
 #   make demo   virtualenv + install + the bundled demo line (simulators, broker, gateway)
 #   make test   virtualenv + test tools + Mosquitto + ruff, mypy and the whole test suite
-# Also: make bench (benchmarks, figures printed), make docs (regenerate the config reference).
+# Also: make bench (benchmarks, figures printed), make docs (regenerate the config reference),
+# make lock (update the lock file constraints.txt after a dependency change).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench docs clean venv mosquitto test-tools
+.PHONY: demo test lint typecheck unit bench docs clean venv mosquitto test-tools lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,13 +20,22 @@ $(BIN)/python:
 	    exit 1; fi; }
 	@$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Every dependency at the version of the lock file constraints.txt, the same that line PCs get
+# (`tracegate service install` uses it too). tests/test_service.py fails when .venv drifts from it.
+$(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	@touch $@ $(VENV)/.installed-run
+
+# After changing a dependency in pyproject.toml: the newest versions its ranges allow, into .venv
+# and the lock file. Commit constraints.txt with pyproject.toml.
+lock: | $(BIN)/python
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(BIN)/tracegate service freeze > constraints.txt.new && mv constraints.txt.new constraints.txt
+	@touch $(VENV)/.installed-test $(VENV)/.installed-run
 
 venv: $(VENV)/.installed-run
 
