@@ -42,8 +42,14 @@ class SignalBase(Model):
         description="Engineering unit of the scaled value (`Nm`, "
         "`degC`, `bar`); recorded with parameters.",
     )
-    scale: float = Field(1.0, description="Engineering value = raw value x scale + offset.")
-    offset: float = Field(0.0, description="Engineering value = raw value x scale + offset.")
+    scale: float = Field(
+        1.0,
+        allow_inf_nan=False,
+        description="Engineering value = raw value x scale + offset. Not 0: a write divides by it.",
+    )
+    offset: float = Field(
+        0.0, allow_inf_nan=False, description="Engineering value = raw value x scale + offset."
+    )
     array_length: int | None = Field(
         None, ge=1, le=4096, description="The signal is an array of this many elements of `type`."
     )
@@ -53,6 +59,14 @@ class SignalBase(Model):
         "acknowledgements, verdict codes). Writes to others are refused.",
     )
     description: str = Field("", description="Free text for people.")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_not_zero(cls, scale: float) -> float:
+        # A write turns an engineering value back into the raw one by dividing by the scale.
+        if scale == 0:
+            raise ValueError("must not be 0 (a write divides by it)")
+        return scale
 
     @model_validator(mode="after")
     def _scaling_only_for_numbers(self) -> SignalBase:

@@ -14,7 +14,10 @@ Conventions, per device (`byte_order`, `word_order`) and per signal (`type`, `bi
 - numbers: engineering = raw x scale + offset; a scaled value is rounded to 12 significant
   digits (3 x 0.1 reads 0.3); a float32 reads as the shortest decimal that is the same float32
   (12.123, not 12.123000144958496). Writes undo the scaling and round to the integer type,
-  refusing what does not fit (`CodecError`).
+  refusing what does not fit (`CodecError`), NaN and infinities too;
+- NaN and infinities (a float register pair that holds one, or a scaling that overflows) are no
+  value: `decode` raises `NotFinite`, and a read plan's `split` reports the signal as value None
+  with a status saying so, as the OPC UA adapter does; a JSON trace has no place for them.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class CodecError(ValueError):
     not Latin-1. The message says which."""
 
 
+class NotFinite(ValueError):
+    """Registers that decode to NaN or an infinity (or a scaled value that overflows)."""
+
+
 def is_bits(table: ModbusTable) -> bool:
     return table in BIT_TABLES
 
@@ -109,7 +116,8 @@ class Codec:
     # --- decoding ------------------------------------------------------------------------------
 
     def decode(self, sig: ModbusSignal, raw: Sequence[int] | Sequence[bool]) -> Any:
-        """The engineering value of `sig` from exactly `size(sig)` registers or bits."""
+        """The engineering value of `sig` from exactly `size(sig)` registers or bits. Raises
+        NotFinite for NaN or an infinity (in any element of an array)."""
         if len(raw) != self.size(sig):
             raise ValueError(f"{len(raw)} words for a signal of {self.size(sig)}")
         n = sig.array_length
@@ -156,10 +164,14 @@ class Codec:
             value = struct.unpack(f">{code}", self._bytes(raw))[0]
             if sig.type == "float32":
                 value = _shortest_f32(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NotFinite(f"non-finite value {value}")
         if not _scaled(sig):
             return value
         eng = value * sig.scale + sig.offset
-        return float(f"{eng:.12g}") if math.isfinite(eng) else eng
+        if not math.isfinite(eng):
+            raise NotFinite(f"non-finite value {eng} (raw {value} x {sig.scale} + {sig.offset})")
+        return float(f"{eng:.12g}")
 
     # --- encoding ------------------------------------------------------------------------------
 
@@ -234,10 +246,19 @@ class Codec:
     def _encode_number(self, sig: ModbusSignal, v: Any) -> list[int]:
         if not isinstance(v, int | float):
             raise CodecError(f"expected a number, got {v!r}")
-        raw: int | float = (v - sig.offset) / sig.scale if _scaled(sig) else v
+        raw: int | float = v
+        if _scaled(sig):
+            try:  # an int beyond a float's range cannot be scaled
+                raw = (v - sig.offset) / sig.scale
+            except OverflowError:
+                raise CodecError(f"{v!r} is out of range for {sig.type}") from None
+        # NaN and infinities are refused for every type: they would not read back as a value
+        # (see NotFinite). An int is left as it is: math.isfinite would convert it to float
+        # first, which overflows beyond 1.8e308.
+        if isinstance(raw, float) and not math.isfinite(raw):
+            article = "an" if sig.type.startswith("int") else "a"
+            raise CodecError(f"{v!r} is not a number {article} {sig.type} can hold")
         if sig.type in _INT_RANGE:
-            if not math.isfinite(raw):
-                raise CodecError(f"{v!r} is not a number an {sig.type} can hold")
             whole = round(raw)
             low, high = _INT_RANGE[sig.type]
             if not low <= whole <= high:
@@ -284,7 +305,8 @@ class ReadPlan:
 
     `reads` go out in order; `split` takes one result per read (the registers or bits, or a
     failure status such as "timeout") and returns one SignalValue per signal, in the order the
-    signals were planned. A signal whose reads failed carries the first failure's status."""
+    signals were planned. A signal whose reads failed carries the first failure's status; one
+    whose registers hold NaN or an infinity has value None and a status saying so."""
 
     names: tuple[str, ...]
     reads: tuple[Read, ...]
@@ -311,8 +333,11 @@ class ReadPlan:
                 raw.extend(result[piece.start : piece.start + piece.count])
             if status != GOOD:
                 out.append(SignalValue(name, None, status))
-            else:
+                continue
+            try:
                 out.append(SignalValue(name, self.codec.decode(self.signals[name], raw)))
+            except NotFinite as exc:
+                out.append(SignalValue(name, None, str(exc)))
         return tuple(out)
 
 

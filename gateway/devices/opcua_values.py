@@ -11,6 +11,8 @@ Pure functions, no I/O. What a read reports (`SignalValue.value`):
   events' own times stop at milliseconds; a null DateTime (1601-01-01, OPC UA's "no time") as
   None. Writes take that text, any ISO 8601 text with an offset, or epoch seconds;
 - NaN and infinities as value None with a status saying so: they have no place in a JSON trace.
+  So is a scaled value that overflows (`NotFinite`). A Double beyond float32 range on a Float
+  node is taken as the double it is.
 
 Writes are converted to the node's own variant type (read from its DataType attribute at each
 connect): a PLC refuses a value of the right number but another type (BadTypeMismatch).
@@ -113,11 +115,15 @@ _F32 = struct.Struct("<f")
 
 
 def shortest_float32(x: float) -> float:
-    """The shortest decimal that round-trips to the same float32 as `x`."""
+    """The shortest decimal that round-trips to the same float32 as `x`; `x` itself when it is
+    no float32 (a server may send a Double beyond float32 range for a Float node)."""
     for digits in range(6, 10):
         candidate = float(f"{x:.{digits}g}")
-        if _F32.unpack(_F32.pack(candidate))[0] == x:
-            return candidate
+        try:
+            if _F32.unpack(_F32.pack(candidate))[0] == x:
+                return candidate
+        except OverflowError:  # beyond float32 range: not a float32 value
+            return x
     return x
 
 
@@ -139,13 +145,13 @@ def _scalar_in(v: Any, sig: SignalBase, vtype: ua.VariantType | None) -> Any:
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return v
     if isinstance(v, int):
-        return _tidy(v * sig.scale + sig.offset) if scaled else v
+        return _scaled_in(v, sig) if scaled else v
     if isinstance(v, float):
         if not math.isfinite(v):
             raise NotFinite(f"non-finite value {v}")
         if vtype is VT.Float:
             v = shortest_float32(v)
-        return _tidy(v * sig.scale + sig.offset) if scaled else v
+        return _scaled_in(v, sig) if scaled else v
     if isinstance(v, datetime):
         return iso(v)
     if isinstance(v, bytes):
@@ -153,8 +159,16 @@ def _scalar_in(v: Any, sig: SignalBase, vtype: ua.VariantType | None) -> Any:
     return str(v)
 
 
-def _tidy(x: float) -> float:
-    return float(f"{x:.15g}") if math.isfinite(x) else x
+def _scaled_in(v: float, sig: SignalBase) -> float:
+    """`v x scale + offset`, without the binary noise of the multiplication; NotFinite when it
+    overflows."""
+    try:
+        x = v * sig.scale + sig.offset
+    except OverflowError:  # an int beyond a float's range
+        raise NotFinite(f"non-finite value (raw {v} x {sig.scale} + {sig.offset})") from None
+    if not math.isfinite(x):
+        raise NotFinite(f"non-finite value {x} (raw {v} x {sig.scale} + {sig.offset})")
+    return float(f"{x:.15g}")
 
 
 def to_variant(value: Any, sig: SignalBase, vtype: ua.VariantType) -> ua.Variant:
@@ -180,7 +194,10 @@ def _scalar_out(v: Any, sig: SignalBase, vtype: ua.VariantType) -> Any:
     if vtype in (VT.Float, VT.Double):
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ValueError(f"{v!r} is not a number")
-        raw = (v - sig.offset) / sig.scale if scaled else float(v)
+        try:  # an int beyond a float's range
+            raw = (v - sig.offset) / sig.scale if scaled else float(v)
+        except OverflowError:
+            raise ValueError(f"{v!r} is out of range for {vtype.name}") from None
         if vtype is VT.Float and math.isfinite(raw) and abs(raw) > 3.4028234663852886e38:
             raise ValueError(f"{v!r} does not fit a Float (float32)")
         return float(raw)
@@ -196,7 +213,10 @@ def _scalar_out(v: Any, sig: SignalBase, vtype: ua.VariantType) -> Any:
 def _int_out(v: Any, sig: SignalBase, vtype: ua.VariantType, scaled: bool) -> int:
     if not isinstance(v, int | float):
         raise ValueError(f"{v!r} is not a number")
-    raw: float | int = (v - sig.offset) / sig.scale if scaled else v
+    try:  # an int beyond a float's range cannot be scaled
+        raw: float | int = (v - sig.offset) / sig.scale if scaled else v
+    except OverflowError:
+        raise ValueError(f"{v!r} is out of range for {vtype.name}") from None
     if isinstance(raw, float):
         if not math.isfinite(raw):
             raise ValueError(f"{v!r} is not a finite number")
@@ -221,5 +241,8 @@ def _datetime_out(v: Any) -> datetime:
             raise ValueError(f"{v!r} has no UTC offset")
         return t
     if isinstance(v, int | float) and not isinstance(v, bool):
-        return datetime.fromtimestamp(v, UTC)
+        try:
+            return datetime.fromtimestamp(v, UTC)
+        except (OverflowError, OSError) as exc:  # beyond what a datetime (or the C library) holds
+            raise ValueError(f"{v!r} is out of range for a time (epoch seconds): {exc}") from None
     raise ValueError(f"{v!r} is not a time (ISO 8601 text or epoch seconds)")
