@@ -134,12 +134,14 @@ def line_file(
     journal: dict[str, Any] | None = None,
     supervision: dict[str, Any] | None = None,
     gateway_id: str = "gw-test",
+    site: str = "test-site",
+    line: str = "line-1",
     name: str = "line.yaml",
     **top: Any,
 ) -> Path:
     """A line file in `tmp_path` for `broker`; `top` adds top-level sections (pools ...)."""
     doc = {
-        "gateway": {"id": gateway_id, "site": "test-site", "line": "line-1", "log_level": "info"},
+        "gateway": {"id": gateway_id, "site": site, "line": line, "log_level": "info"},
         "mqtt": {
             "host": broker.host,
             "port": broker.port,
