@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.binding.commission import GS1_SERIAL
 from gateway.events import Command
 
 MAX_CORRELATION = 128
@@ -46,6 +48,15 @@ class WorkOrderCommand(_Strict):
     expiry: str | None = Field(None, description="YYYY-MM-DD")
 
     _gtins = field_validator("gtins")(_gtin14)
+
+    @field_validator("lot")
+    @classmethod
+    def _gs1_lot(cls, v: str | None) -> str | None:
+        # The lot goes into commissioned identities as AI (10), whose syntax is a GS1 serial's:
+        # refused here, it cannot break a commissioning later.
+        if v is not None and not GS1_SERIAL.match(v):
+            raise ValueError(f"{v!r} is not a GS1 lot (1 to 20 characters of GS1 set 82)")
+        return v
 
     @field_validator("expiry")
     @classmethod
@@ -99,8 +110,10 @@ def parse(cmd: Command, max_bytes: int) -> _Strict:
         )
     try:
         doc = json.loads(cmd.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Invalid([f"not JSON: {exc}"], None) from None
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise Invalid(["not JSON: nested too deep"], None) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, Python's int digit limit
+        raise Invalid([f"not JSON: {_json_problem(exc)}"], None) from None
     correlation = doc.get("correlation_id") if isinstance(doc, dict) else None
     correlation = correlation if isinstance(correlation, str) else None
     if not isinstance(doc, dict):
@@ -115,6 +128,13 @@ def parse(cmd: Command, max_bytes: int) -> _Strict:
         raise Invalid(problems, correlation) from None
 
 
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError | json.JSONDecodeError):
+        return str(exc)
+    # Python refuses to convert an integer of more than sys.get_int_max_str_digits() digits.
+    return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+
+
 def reply(
     cmd: Command,
     correlation_id: str | None,
@@ -125,5 +145,10 @@ def reply(
 ) -> Reply:
     doc: dict[str, Any] = {"correlation_id": correlation_id, "ok": ok, "command": cmd.name}
     doc.update(fields)
-    payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a correlation id `"\ud800"`, echoed as it came) has no UTF-8; JSON's
+        # own escapes carry it back as the MES sent it.
+        payload = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
     return Reply(cmd.reply_to, payload, cmd.correlation, after)
