@@ -197,12 +197,19 @@ class BinderLoop:
 
     async def _bind(self, observations: list[Observation]) -> None:
         out = BindResult()
-        process = self.binder.process
+        binder = self.binder
+        process, view = binder.process, binder.env.view
         for obs in observations:
-            out.extend(process(obs))
-        await self._commit(out)
+            r = process(obs)
+            if r.changes and binder.reads_index:
+                # Each decision sees the ones before it in the batch (a batch is large when the
+                # journal could not commit for a while: a label read twice there must not
+                # pass twice, nor a unit labelled in it be refused at the next step).
+                view.apply(r.changes)
+            out.extend(r)
+        await self._commit(out, applied=True)
 
-    async def _commit(self, out: BindResult) -> None:
+    async def _commit(self, out: BindResult, *, applied: bool = False) -> None:
         counts = self.events_by_type
         for ev in out.events:
             t = ev.type
@@ -213,7 +220,7 @@ class BinderLoop:
             log.info(event, **fields)
         view = self.binder.env.view
         overlay = bool(out.changes) and self.binder.reads_index
-        if overlay:
+        if overlay and not applied:
             # The binder's own decisions are visible to it before they are on disk; dropped
             # from the overlay once committed (gateway.trace_index, invariant 2).
             view.apply(out.changes)

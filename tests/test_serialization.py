@@ -1,18 +1,33 @@
 """Serialization at the edge, pure: binding by window, work orders, rules against the trace
 index, genealogy, serial pools and commissioning, commands. The binder with an in-memory trace
-index that takes changes at once (as the journal would commit them)."""
+index that takes changes at once (as the journal would commit them); and, at the end, the
+binder's loop with a real journal, whose index takes them only once committed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.binding import Binder, BindResult
+from gateway.binding.result import WriteRequest
 from gateway.config.models import LineConfig
-from gateway.events import Command, NoRead, Scan, Signals, SignalValue, Tick, TraceEvent
+from gateway.events import (
+    Command,
+    EventContext,
+    NoRead,
+    Scan,
+    Signals,
+    SignalValue,
+    Tick,
+    TraceEvent,
+)
+from gateway.journal import Journal, connect
+from gateway.pipeline import BinderLoop, ObservationQueue, Writer
 from gateway.trace_index import PoolBlock, StateSet
 from simulators.codes import gs1_check_digit
 
@@ -647,3 +662,65 @@ def test_cases_go_into_a_pallet_and_the_trace_runs_both_ways() -> None:
     unit = view.unit(key(3))
     assert unit is not None and unit.parent == ev.aggregation.children[1].value
     assert view.unit(unit.parent).parent == ev.aggregation.parent.value  # type: ignore[union-attr]
+
+
+# --- the pipeline: decisions of one batch ------------------------------------------------------
+
+
+async def test_the_decisions_of_one_batch_see_each_other_before_their_commit(
+    tmp_path: Path,
+) -> None:
+    """Observations that queued up while the journal could not commit (a full disk, a slow
+    fsync) reach the binder as one batch: each decision must see the ones before it, or a label
+    read twice passes twice and a labelled unit is refused at the next step."""
+    journal = await Journal.open(
+        tmp_path / "j.db", EventContext("g", "l", "cafe"), max_rows=1000, max_bytes=1 << 24
+    )
+    task = asyncio.create_task(journal.run())
+    try:
+        b = Binder(route(), view=journal.trace_view())
+        queue = ObservationQueue(100)
+        writes = _Writes(lambda _: None, queue.put)
+        loop = BinderLoop(queue, b, journal, writes)
+        await loop._bind([command("work-order", work_order="WO-1", gtins=[GTIN_A])])
+        await journal.flush()
+        await loop._bind(
+            [
+                Scan("cam-1", 1.0, code(1)),
+                Scan("cam-1", 1.1, code(1)),  # the same label again
+                sig(1.2, request=False, ack=False),
+                sig(1.3, request=True, part_id=code(1), result=1, ack=False),
+            ]
+        )
+        await journal.flush()
+        got = [(e["type"], e.get("reason")) for e in map(json.loads, _payloads(journal))]
+        assert got[-3:] == [
+            ("identified", None),
+            ("rejected", "duplicate_serial"),
+            ("step.completed", None),
+        ]
+        assert [(w.signal, w.value) for w in writes.requests][-2:] == [
+            ("verdict", 1),
+            ("ack", True),
+        ]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await journal.close()
+
+
+class _Writes(Writer):
+    """The writes the binder asks for, kept (no PLC here)."""
+
+    requests: list[WriteRequest]
+
+    def submit(self, req: WriteRequest, committed: asyncio.Future[Any] | None) -> None:
+        self.__dict__.setdefault("requests", []).append(req)
+
+
+def _payloads(journal: Journal) -> list[bytes]:
+    conn = connect(journal.path, readonly=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT payload FROM outbox ORDER BY seq")]
+    finally:
+        conn.close()
