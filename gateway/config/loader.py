@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import sys
@@ -103,11 +104,23 @@ def render_value(v: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_PLAIN_KEY = re.compile(r"[^\s.\[\]\"]+")
+
+
 def path_text(path: Iterable[str | int]) -> str:
+    """`devices[0].port`; the whole file is `(file)`. A key that is no plain name is quoted, its
+    whitespace escaped (`["my\\u0020key"]`): a path is one word, so a problem stays one line of
+    `FILE:LINE:COL: path: message`."""
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _PLAIN_KEY.fullmatch(p):
+            out += f".{p}" if out else p
+        else:
+            quoted = json.dumps(p, ensure_ascii=False)
+            out += "[" + re.sub(r"\s", lambda m: f"\\u{ord(m[0]):04x}", quoted) + "]"
+    return out or "(file)"
 
 
 # --- profiles ----------------------------------------------------------------------------------
@@ -138,13 +151,20 @@ def available_profiles(dirs: Iterable[Path]) -> list[str]:
     return sorted(names)
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # a name too long for the file system (ENAMETOOLONG) is no profile either
+        return False
+
+
 def find_profile(name: str, config_dir: Path, dirs: list[Path]) -> Path | None:
     if name.endswith((".yaml", ".yml")):
         p = config_dir / name
-        return p if p.is_file() else None
+        return p if _is_file(p) else None
     for d in dirs:
         p = d / f"{name}.yaml"
-        if p.is_file():
+        if _is_file(p):
             return p
     return None
 
@@ -183,7 +203,13 @@ def load_line(path: Path) -> LoadedConfig:
     try:
         located = yamlpos.load(path, display)
     except YamlProblem as exc:
-        raise ConfigError([Problem(exc.mark, "(file)", exc.problem)]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    exc.mark, _yaml_path(exc, "(file)"), exc.problem, exc.got, exc.got is not None
+                )
+            ]
+        ) from None
     except OSError as exc:
         raise ConfigError(
             [Problem(Mark(display, 1, 1), "(file)", f"cannot read: {exc.strerror}")]
@@ -220,7 +246,7 @@ class _Loader:
                 [
                     Problem(
                         self.doc.where(()),
-                        "(top level)",
+                        path_text(()),
                         "the line file must be a mapping",
                         data,
                         True,
@@ -280,7 +306,15 @@ class _Loader:
         try:
             prof = yamlpos.load(profile_path, shown)
         except YamlProblem as exc:
-            self.problems.append(Problem(exc.mark, "(profile)", exc.problem))
+            self.problems.append(
+                Problem(
+                    exc.mark,
+                    _yaml_path(exc, "(profile)"),
+                    exc.problem,
+                    exc.got,
+                    exc.got is not None,
+                )
+            )
             return None
         pdata = prof.data
         if not isinstance(pdata, dict) or not isinstance(pdata.get("settings", {}), dict):
@@ -382,7 +416,7 @@ class _Loader:
         for i, dev in devices:
             self._unique("devices", i, dev, marks, "device")
             if isinstance(dev.get("id"), str):
-                kinds.setdefault(dev["id"], dev.get("kind"))
+                kinds.setdefault(dev["id"], _kind(dev))
         device_ids = [k for k in kinds if isinstance(k, str)]
         signals: dict[str, Any] = {
             dev["id"]: dev.get("signals") if isinstance(dev.get("signals"), dict) else {}
@@ -493,7 +527,7 @@ class _Loader:
                 has_got=True,
             )
             return
-        if dev.get("kind") not in RFID_KINDS:
+        if _kind(dev) not in RFID_KINDS:
             self.problem(
                 (*at, "device"),
                 f"a {dev.get('kind')} device is not an RFID reader",
@@ -533,7 +567,7 @@ class _Loader:
             at = ("stations", s, "outputs", k)
             device, signal = rule.get("device"), rule.get("signal")
             dev = devices.get(device) if isinstance(device, str) else None
-            if dev is None or dev.get("kind") not in RFID_KINDS:
+            if dev is None or _kind(dev) not in RFID_KINDS:
                 self._signal_ref(at, device, signal, "writable any", known)
                 continue
             ports = dev.get("gpo_ports", 4)
@@ -595,6 +629,8 @@ class _Loader:
                 has_got=True,
             )
             return
+        if kinds[device] is None:
+            return  # the schema check reports a missing or mistyped kind
         if kinds[device] not in PLC_KINDS:
             self.problem(
                 (*at, "device"),
@@ -719,8 +755,22 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+def _yaml_path(exc: YamlProblem, whole: str) -> str:
+    """The path of the value a YAML problem is about, or `whole` (the file, the profile)."""
+    return path_text(exc.path) if exc.path else whole
+
+
+def _kind(device: dict[str, Any]) -> str | None:
+    """A device entry's `kind` when it is text; a list or mapping (which the schema check
+    reports) is no kind, and cannot be looked up in the sets of kinds."""
+    kind = device.get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def _suggest(word: str, options: Iterable[Any]) -> str:
+    # YAML keys may be integers (`0: null` among signals): only names are suggested.
+    names = [o for o in options if isinstance(o, str)]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -775,7 +825,7 @@ def _model_of(annotation: Any, node: Any) -> type[BaseModel] | None:
             kind_field = t.model_fields.get("kind")
             if kind_field is None:
                 return t
-            if isinstance(node, dict) and t is DEVICE_MODELS.get(node.get("kind", "")):
+            if isinstance(node, dict) and t is DEVICE_MODELS.get(_kind(node) or ""):
                 return t
     return None
 
