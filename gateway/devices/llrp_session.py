@@ -291,9 +291,14 @@ class Session(asyncio.Protocol):
             except DECODE_ERRORS as exc:
                 self.fail(DeviceUnavailable(f"{self.where}: undecodable GPI state: {exc!r}"))
                 return
-            for port in body.get("GPIPortCurrentState", []):
+            states = body.get("GPIPortCurrentState", [])
+            # sllurp gives a list of port states only in a GET_READER_CONFIG_RESPONSE; one state
+            # in another answer comes as the state itself.
+            for port in [states] if isinstance(states, dict) else states:
+                if not isinstance(port, dict) or "GPIPortNum" not in port:
+                    continue
                 if int(port["GPIPortNum"]) == self.config.gpi_trigger.port:
-                    self.gpi_changed(int(port["GPIPortNum"]), port["GPIState"] == 1)
+                    self.gpi_changed(int(port["GPIPortNum"]), port.get("GPIState") == 1)
 
         self.request(wire.get_reader_config_all).add_done_callback(answered)
 

@@ -330,13 +330,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-KNOWN_SESSION = [
-    Known(
-        "llrp-gpi-answer-not-a-list",
-        "test_bug_an_answer_to_the_gpi_query_with_one_port_state_is_no_callback_error",
-        lambda exc: isinstance(exc, AssertionError) and "query_gpi.<locals>.answered" in str(exc),
-    ),
-]
+# Findings fixed so far: llrp-gpi-answer-not-a-list (docs/fuzzing.md). A new one goes here with
+# its reproduction.
+KNOWN_SESSION: list[Known] = []
 
 
 async def _drive(
@@ -433,12 +429,6 @@ def _failure_reason(text: str) -> str:
 # --- what the fuzzers found --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llrp_session.Session.query_gpi: the answer's GPIPortCurrentState is iterated as a "
-    "list; sllurp decodes a single one in a message other than GET_READER_CONFIG_RESPONSE as a "
-    "dict, and the done-callback raises TypeError (logged by asyncio, window never opened)",
-)
 def test_bug_an_answer_to_the_gpi_query_with_one_port_state_is_no_callback_error(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
@@ -447,8 +437,10 @@ def test_bug_an_answer_to_the_gpi_query_with_one_port_state_is_no_callback_error
     answer = codec.message(
         codec.Msg.CLOSE_CONNECTION_RESPONSE, FIRST_OWN_ID, codec.llrp_status() + gpi_port
     )
-    _, _, _, _, errors, enabled = loop.run_until_complete(
+    session, _, _, _, errors, enabled = loop.run_until_complete(
         _drive("gpi", len(heard), "query_gpi", [answer])
     )
     assert enabled
     assert errors == []
+    assert session.config.gpi_trigger is not None and session.config.gpi_trigger.port == 1
+    assert session.window_open  # port 1 is active: the read window opened
