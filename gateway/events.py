@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from gateway import clock
+
 SCHEMA: Final = "tracegate.event/1"
 
 # Topic segment used for events that belong to no station (device states, gaps).
@@ -355,7 +357,7 @@ def render_members(event: TraceEvent, ctx: EventContext) -> str:
     )
     out = (
         f'"event_id":{_q(event.event_id)},"gateway":{_q(ctx.gateway)},"type":{_q(event.type)},'
-        f'"time":"{rfc3339(event.time)}","line":{_q(ctx.line)},"station":{_qn(event.station)},'
+        f'"time":"{rfc3339(clock.to_wall(event.time))}","line":{_q(ctx.line)},"station":{_qn(event.station)},'
         f'"step":{_qn(event.step)},"work_order":{_qn(event.work_order)},"ids":[{ids}],'
         f'"parameters":{params},"result":{result},"config":{_q(ctx.config_hash)}'
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway import clock
 from gateway.aio import TaskGroup
 from gateway.binding import Binder, BindResult, WriteRequest
 from gateway.binding.commands import Reply
@@ -144,7 +145,7 @@ class Writer:
                     self._failed.append((req.after, req.tag.rpartition("/")[2]))
             if error is None and req.pulse_s is not None:
                 self._pulse_end(req)
-            self._report(WriteDone(req.device, time.time(), req.signal, req.value, error, req.tag))
+            self._report(WriteDone(req.device, clock.now(), req.signal, req.value, error, req.tag))
 
     def _pulse_end(self, req: WriteRequest) -> None:
         """Write the opposite value `pulse_s` after a pulse began, unless a newer pulse of the
@@ -254,7 +255,7 @@ class BinderLoop:
         tag passes, so that a clean stop loses none."""
         while len(self.queue):
             await self._bind(await self.queue.get_batch(self.batch))
-        await self._commit(self.binder.flush(time.time()))
+        await self._commit(self.binder.flush(clock.now()))
 
 
 def _no_reply(reply: Reply) -> None:
@@ -275,7 +276,7 @@ async def tick(queue: ObservationQueue, period_s: Callable[[], float] = lambda: 
     reload may add a portal)."""
     while True:
         await asyncio.sleep(period_s())
-        now = time.time()
+        now = clock.now()
         # Let the protocols read what reached their sockets before `now` (one pass of the loop
         # polls the selector, a second runs what that scheduled): a tick queued straight away
         # could overtake reads that arrived while the loop was busy, and close a tag pass that

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from gateway import __version__
+from gateway import __version__, clock
 from gateway.binding.context import LINE, WorkOrder
 from gateway.events import TraceEvent, rfc3339
 from gateway.journal import Backlog, Stats
@@ -104,7 +104,7 @@ class GatewayStatus:
                 "healthy": gw.healthy(),
             },
             "broker": self._broker(),
-            "devices": self._devices(now),
+            "devices": self._devices(clock.now()),  # reads are stamped by gateway.clock
             "work_orders": self._work_orders(),
             "journal": self._journal(now, backlog),
             "events": {
@@ -162,7 +162,9 @@ class GatewayStatus:
                     "since": rfc3339(c.since),
                     "reads": c.reads,
                     "reads_per_s": round(self.reads_per_s(d.id), 2),
-                    "last_read": rfc3339(c.last_read) if c.last_read is not None else None,
+                    "last_read": (
+                        rfc3339(clock.to_wall(c.last_read)) if c.last_read is not None else None
+                    ),
                     "last_read_age_s": (
                         round(max(0.0, now - c.last_read), 1) if c.last_read is not None else None
                     ),
@@ -296,7 +298,7 @@ class GatewayStatus:
         backlog = await self.backlog()
         now = time.time()
         out = self._gateway_families()
-        out += self._device_families(now)
+        out += self._device_families(clock.now())
         out += self._binder_families()
         out += self._journal_families(now, backlog)
         out += self._forwarder_families()
@@ -582,7 +584,7 @@ def _reject(ev: TraceEvent) -> dict[str, Any]:
     ids = [i.value for i in ev.ids] or ([str(detail["raw"])] if "raw" in detail else [])
     return {
         "type": ev.type,
-        "time": rfc3339(ev.time),
+        "time": rfc3339(clock.to_wall(ev.time)),
         "station": ev.station,
         "work_order": ev.work_order,
         "reason": ev.reason,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import clock
 from gateway.devices.base import (
     Device,
     DeviceMisconfigured,
@@ -130,7 +131,7 @@ async def supervise_device(
             dlog.info("device_connected", detail=detail)
             failures.clear()
         c.state, c.detail, c.since = new, detail, time.time()
-        emit(DeviceState(dev, time.time(), new, detail))
+        emit(DeviceState(dev, clock.now(), new, detail))
         if on_state is not None:
             on_state(dev, new, detail)
 

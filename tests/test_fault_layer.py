@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.faults.layer import FaultLayer, LayerError, read_undo
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
@@ -47,6 +48,10 @@ CHILD = textwrap.dedent(
             print("done", flush=True)
         elif cmd == "time":
             print(f"time {time.time()!r} {time.monotonic()!r}", flush=True)
+        elif cmd == "gwclock":
+            from gateway import clock
+            t = clock.now()
+            print(f"gwclock {t!r} {clock.to_wall(t)!r} {time.monotonic()!r}", flush=True)
         elif cmd == "plain":
             with open(arg, "w") as f:
                 f.write("unsynced")
@@ -62,7 +67,7 @@ class Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**layer.env(), "PATH": "/usr/bin:/bin"},
+            env={**layer.env(), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         )
         assert self.line() == "ready"
 
@@ -169,6 +174,21 @@ def test_the_wall_clock_jumps_and_the_monotonic_clock_does_not(layer: FaultLayer
     assert 3599 < t1 - t0 - (m1 - m0) < 3601
     assert -3601 < t2 - t0 - (m2 - m0) < -3599
     assert m0 <= m1 <= m2
+
+
+def test_the_gateways_clock_does_not_jump_and_events_get_the_new_wall_time(
+    layer: FaultLayer,
+) -> None:
+    """gateway.clock under a real step of CLOCK_REALTIME: observation stamps (now) go on
+    steadily, the time an event is rendered with (to_wall) follows the step."""
+    child = Child(layer, layer.journal_dir / "j.db")
+    n0, w0, m0 = (float(x) for x in child.ask("gwclock").split()[1:])
+    layer.set(clock=3600)
+    n1, w1, m1 = (float(x) for x in child.ask("gwclock").split()[1:])
+    child.kill()
+    assert abs((n1 - n0) - (m1 - m0)) < 0.01  # a difference of stamps: the monotonic one
+    assert abs(w0 - n0) < 0.01  # no step yet: the wall clock itself
+    assert abs((w1 - n1) - 3600) < 0.01  # stepped: the event's time follows
 
 
 def test_an_undo_log_cut_short_is_an_error() -> None:

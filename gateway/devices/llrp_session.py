@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,6 +28,7 @@ from sllurp.llrp import (
 )
 from sllurp.llrp_errors import LLRPError
 
+from gateway import clock
 from gateway.config.rfid import LlrpConfig
 from gateway.devices import llrp_wire as wire
 from gateway.devices.base import DeviceContext, DeviceMisconfigured, DeviceUnavailable
@@ -187,7 +187,7 @@ class Session(asyncio.Protocol):
         if not self._enabled:
             return  # of a ROSpec from before this session: ours is not enabled yet
         try:
-            reads, skipped = wire.tag_reads(frame, self._ctx.device_id, time.time())
+            reads, skipped = wire.tag_reads(frame, self._ctx.device_id, clock.now())
         except wire.ReportError as exc:
             self.throttle("garbage", "llrp_message_undecodable").hit(
                 problem=str(exc), message="RO_ACCESS_REPORT", bytes=len(frame)
@@ -250,7 +250,7 @@ class Session(asyncio.Protocol):
         gpi = data.get("GPIEvent")
         if gpi is not None and self._enabled:
             port, level = int(gpi["GPIPortNumber"]), bool(gpi["GPIEvent"])
-            self._ctx.emit(Gpi(self._ctx.device_id, time.time(), port, level))
+            self._ctx.emit(Gpi(self._ctx.device_id, clock.now(), port, level))
             self.gpi_changed(port, level)
         exception = data.get("ReaderExceptionEvent")
         if exception is not None:

@@ -22,7 +22,6 @@ import contextlib
 import functools
 import socket
 import termios
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
+from gateway import clock
 from gateway.config.plc import ModbusConfig, ModbusSignal
 from gateway.devices.base import (
     DeviceContext,
@@ -188,7 +188,7 @@ class ModbusDevice:
         try:
             ctx.connected(line.where)
             values = await self._read(line, self._ordered(self._wanted()), set())
-            ctx.emit(Signals(self.config.id, time.time(), values, initial=True))
+            ctx.emit(Signals(self.config.id, clock.now(), values, initial=True))
             last = {v.name: v for v in values if v.name in self.plan.watch}
             await self._poll_forever(ctx, line, groups, last)
         finally:
@@ -332,7 +332,7 @@ class ModbusDevice:
     ) -> None:
         timed_out: set[int] = set()
         values = await self._read(line, names, timed_out)
-        seen = time.time()
+        seen = clock.now()
         self.stats.polls += 1
         for value in values:  # in declaration order: several changes, one Signals each
             before = last[value.name]

@@ -39,6 +39,7 @@ from asyncua.common.subscription import (
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
+from gateway import clock
 from gateway.aio import TaskGroup
 from gateway.config.plc import OpcuaConfig
 from gateway.devices import opcua_nodes as nodes_
@@ -156,7 +157,7 @@ class OpcuaDevice:
     async def _stream(self, ctx: DeviceContext, client: Client, nodes: dict[str, Node]) -> None:
         with self._peer_errors("reading the initial values"):
             initial = await nodes_.read_values(client, nodes, self._initial_names())
-        ctx.emit(Signals(ctx.device_id, time.time(), tuple(initial), initial=True))
+        ctx.emit(Signals(ctx.device_id, clock.now(), tuple(initial), initial=True))
         last = {v.name: v for v in initial}
         # A watched signal that cannot be read now is reported (above), not monitored. Between
         # that read and the monitored items' creation (one round trip) a pulse can pass unseen;
@@ -261,7 +262,7 @@ class OpcuaDevice:
                     signal=node.name, queue_size=node.sig.queue_size
                 )
             snapshot = await self._snapshot(client, nodes, node.name)
-            ctx.emit(Signals(ctx.device_id, time.time(), (value, *snapshot)))
+            ctx.emit(Signals(ctx.device_id, clock.now(), (value, *snapshot)))
         raise DeviceUnavailable(f"subscription of {self.config.id} was closed")
 
     async def _snapshot(

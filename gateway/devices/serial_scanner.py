@@ -18,13 +18,13 @@ import errno
 import os
 import stat
 import termios
-import time
 from pathlib import Path
 from typing import Final
 
 import serial
 import serial_asyncio_fast
 
+from gateway import clock
 from gateway.config.models import SerialScannerConfig
 from gateway.devices.base import DeviceContext, DeviceMisconfigured, DevicePlan, DeviceUnavailable
 from gateway.devices.framing import FrameHandler
@@ -81,7 +81,7 @@ class SerialScanner:
                 if not data:
                     # Only URL ports (socket://) reach EOF; a tty reports an error instead.
                     raise DeviceUnavailable(f"serial port {detail} closed by the peer")
-                self._frames.feed(ctx, data, time.time())
+                self._frames.feed(ctx, data, clock.now())
         finally:
             await _close(writer)
 

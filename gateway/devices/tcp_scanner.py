@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from asyncio.trsock import TransportSocket
 from pathlib import Path
 from typing import Final
 
+from gateway import clock
 from gateway.config.models import TcpScannerConfig
 from gateway.devices.base import DeviceContext, DevicePlan, DeviceUnavailable
 from gateway.devices.framing import FrameHandler
@@ -69,7 +69,7 @@ class TcpScanner:
                     raise DeviceUnavailable(f"connection to scanner {peer} lost: {exc!r}") from exc
                 if not data:
                     raise DeviceUnavailable(f"scanner {peer} closed the connection")
-                self._frames.feed(ctx, data, time.time())
+                self._frames.feed(ctx, data, clock.now())
         finally:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):

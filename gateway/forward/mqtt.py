@@ -33,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway import clock
 from gateway.binding.commands import Reply
 from gateway.config.models import MqttConfig
 from gateway.events import Command
@@ -147,7 +148,7 @@ class Forwarder:
         props = getattr(msg, "properties", None)
         reply_to = getattr(props, "ResponseTopic", None) or f"{msg.topic}/reply"
         correlation = getattr(props, "CorrelationData", None)
-        self._commands(Command("", time.time(), name, bytes(msg.payload), reply_to, correlation))
+        self._commands(Command("", clock.now(), name, bytes(msg.payload), reply_to, correlation))
 
     def _flush_replies(self, s: Session) -> None:
         while self._replies:
