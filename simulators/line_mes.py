@@ -39,6 +39,8 @@ class Mes:
         self.replies: dict[str, dict[str, Any]] = {}
         self.onlines = 0  # `online` status messages seen (one per gateway connect)
         self.events = 0
+        # Every event message as delivered, re-sent ones included (the oracle's input).
+        self.received: list[dict[str, Any]] = []
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +77,7 @@ class Mes:
                     self.replies[doc["correlation_id"]] = doc
             elif "/gateway/" not in topic and not msg.retain:
                 doc = json.loads(msg.payload)
+                self.received.append(doc)
                 if doc.get("event_id") not in self._seen:
                     self._seen.add(doc["event_id"])
                     ids = doc.get("ids") or []

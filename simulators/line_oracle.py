@@ -144,6 +144,10 @@ class Report:
     failures: list[str] = field(default_factory=list)
     rows: list[tuple[str, int, int, int]] = field(default_factory=list)  # what, exp, got, ok
     info: list[str] = field(default_factory=list)
+    # The differences counted (docs/reliability.md): lost (the truth's, never delivered),
+    # duplicated (delivered twice under two event ids), resent (the same event id again: at
+    # least once, allowed), reordered (within a station), unexplained (no cause in the truth).
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -170,9 +174,11 @@ class _Compare:
         by_id: dict[str, dict[str, Any]] = {}
         for ev in events:
             first = by_id.setdefault(ev["event_id"], ev)
+            self.report.counts["resent"] += first is not ev
             if first is not ev and json.dumps(first, sort_keys=True) != json.dumps(
                 ev, sort_keys=True
             ):
+                self.report.counts["resent_changed"] += 1
                 self.fail(
                     f"event {ev['event_id']} was re-sent with other content (seq {ev['seq']})"
                 )
@@ -269,11 +275,17 @@ class _Compare:
             if again:
                 pairs.append((e, again.pop(0)))
                 lines["out of order"].append(f"{e.type} {e.key or ''} ({e.cause})")
+                self.report.counts["reordered"] += 1
             else:
                 lines["missing"].append(f"{e.type} {e.key or ''} ({e.cause}) {e.fields}")
+                self.report.counts["lost"] += 1
+        expected_keys = set(a)
         for left in extra_by.values():
             for g in left:
                 lines["without a cause in the truth"].append(f"{g[1]} {g[2] or ''} {g[3]}")
+                self.report.counts[
+                    "duplicated" if (g[1], g[2]) in expected_keys else "unexplained"
+                ] += 1
         for what, found in lines.items():
             self._listed(f"{where}: {what}: ", found)
         label = "line" if station is None else station

@@ -185,6 +185,17 @@ class AtUnit(_Model):
     device: str | None = Field(None, description="plc restarts, reader disconnects.")
 
 
+class DeviceFault(_Model):
+    device: str = Field(description="A scanner, PLC or reader of the line.")
+    kind: Literal["restart", "silence", "garbage"] = Field(
+        description="restart: the device goes away and comes back (connections closed); "
+        "silence: connected, but it answers and sends nothing for `duration_s`; garbage: it "
+        "sends what no device should (noise, malformed frames, broken responses)."
+    )
+    at_unit: int = Field(ge=1, description="When this unit enters the line.")
+    duration_s: float = Field(3.0, gt=0, le=120, description="silence, garbage: how long.")
+
+
 class Faults(_Model):
     misreads: Misreads = Misreads()
     duplicate_labels: CountOrShare | None = None
@@ -194,6 +205,7 @@ class Faults(_Model):
     broker_outages: list[AtUnit] = []
     plc_restarts: list[AtUnit] = []
     reader_disconnects: list[AtUnit] = []
+    device_faults: list[DeviceFault] = []
 
 
 class Scenario(_Model):
@@ -385,6 +397,10 @@ def _device_fault_problems(sc: Scenario) -> list[tuple[PathKey, str, Any]]:
             out.append((("faults", "reader_disconnects", k, "device"), "no such reader", r.device))
         if not readers:
             out.append((("faults", "reader_disconnects", k), "the line has no reader", None))
+    devices = [d.id for s in sc.stations for d in (s.scanner, s.plc, s.reader) if d is not None]
+    for k, d in enumerate(f.device_faults):
+        if d.device not in devices:
+            out.append((("faults", "device_faults", k, "device"), "no such device", d.device))
     return out
 
 

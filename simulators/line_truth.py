@@ -55,12 +55,15 @@ class Expect:
 
 @dataclass
 class FaultRecord:
-    kind: str  # gateway_kill, broker_outage, plc_restart, reader_disconnect, changeover
+    kind: str  # gateway_kill, broker_outage, plc_restart, reader_disconnect, changeover,
+    # scanner_/plc_/reader_ + restart|silence|garbage, and the campaign's own (disk, clock)
     target: str | None
     start: float
     end: float | None = None
     stations: tuple[str, ...] = ()  # where it may cause FAULT_EVENTS
     note: str = ""
+    # When the gateway was back: online again and what it owed delivered (None: not measured).
+    recovered: float | None = None
 
 
 @dataclass
