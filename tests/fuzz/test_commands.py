@@ -186,7 +186,8 @@ WHOLE = {
     "ranges: overlap": re.compile(r"range \[\d+, \d+\] overlaps \[\d+, \d+\] delivered before.*"),
     "nothing to load": re.compile(r"nothing to load: give `ranges` or `serials`"),
     "serials: repeated": re.compile(r"the list repeats a serial"),
-    "serials: delivered before": re.compile(r"serials delivered before: .*"),
+    # The serials as they were sent, any characters (a newline too).
+    "serials: delivered before": re.compile(r"serials delivered before: .*", re.DOTALL),
     "not a GS1 serial": re.compile(r".+ is not a GS1 serial \(1 to 20 characters .+"),
 }
 
