@@ -264,9 +264,11 @@ class _Builder:
             raise YamlProblem(
                 _mark(self.file, node.start_mark), f"invalid YAML value: {exc.problem}"
             ) from None
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            # What PyYAML's constructors raise for a value that does not fit its (implicit or
-            # explicit) tag: `2001-13-45`, an int beyond Python's digit limit, `!!float x`.
+        except Exception as exc:  # noqa: BLE001 - whatever a constructor raises is the value's
+            # PyYAML's constructors raise what they happen to for a value that does not fit its
+            # (implicit or explicit) tag: ValueError for `2001-13-45`, an int beyond Python's
+            # digit limit or `!!float x`, AttributeError for `!!timestamp x`, IndexError for
+            # an empty `!!int`.
             raise YamlProblem(
                 _mark(self.file, node.start_mark),
                 f"invalid YAML value: {_a(node.tag.rpartition(':')[2])}{_why(exc)}",

@@ -368,7 +368,7 @@ def test_bug_an_integer_of_thousands_of_digits_is_a_problem(workdir: Path) -> No
     )
 
 
-@pytest.mark.parametrize("value", ["!!timestamp x", "!!int x", "!!float x"])
+@pytest.mark.parametrize("value", ["!!timestamp x", "!!int x", "!!float x", "!!int ''", "!!float"])
 def test_bug_a_tag_that_does_not_fit_its_value_is_a_problem(workdir: Path, value: str) -> None:
     tag = value.split(maxsplit=1)[0][2:]
     assert _problem(workdir, f"gateway: {value}\n").startswith(
