@@ -46,12 +46,12 @@ class _Dropped:
 
 
 class ObservationQueue:
-    def __init__(self, maxsize: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, maxsize: int, now: Callable[[], float] = clock.now) -> None:
         self.maxsize = maxsize
         self._q: deque[Observation] = deque()
         self._dropped: dict[str, _Dropped] = {}
         self._ready = asyncio.Event()
-        self._clock = clock
+        self._clock = now  # stamps the losses it hands on (gateway.clock, as observations)
         self.total_dropped = 0
         self.dropped_by_device: dict[str, int] = {}  # since start (metrics)
 
@@ -143,6 +143,12 @@ class Writer:
                 self.failed_by_device[req.device] = self.failed_by_device.get(req.device, 0) + 1
                 if req.after is not None:
                     self._failed.append((req.after, req.tag.rpartition("/")[2]))
+            if error is None and req.after is not None:
+                # Written now (a PLC that raised its request again gets the record's writes
+                # again): a failure of an earlier attempt no longer holds back the ack.
+                done = (req.after, req.tag.rpartition("/")[2])
+                while done in self._failed:
+                    self._failed.remove(done)
             if error is None and req.pulse_s is not None:
                 self._pulse_end(req)
             self._report(WriteDone(req.device, clock.now(), req.signal, req.value, error, req.tag))

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from gateway.binding import Binder, BindResult
 from gateway.binding.result import WriteRequest
 from gateway.config.models import LineConfig
+from gateway.devices.base import WriteFailed
 from gateway.events import (
     Command,
     EventContext,
@@ -724,3 +725,52 @@ def _payloads(journal: Journal) -> list[bytes]:
         return [r[0] for r in conn.execute("SELECT payload FROM outbox ORDER BY seq")]
     finally:
         conn.close()
+
+
+async def test_a_write_that_failed_and_then_succeeded_no_longer_holds_back_the_ack() -> None:
+    """Found by the fault campaign: a serial write failed (the laser PLC restarting), the PLC
+    raised its request again, the serial was written again, and its ack was still refused
+    ("serial of this record failed") at every retry, for ever: the station stood still."""
+
+    class Plc:
+        def __init__(self) -> None:
+            self.fail = True
+            self.written: list[tuple[str, Any]] = []
+
+        async def write(self, signal: str, value: Any) -> None:
+            if self.fail and signal == "serial":
+                raise WriteFailed("not connected")
+            self.written.append((signal, value))
+
+    plc = Plc()
+    reports: list[Any] = []
+    writer = Writer(lambda _: plc, reports.append)
+
+    def attempt() -> None:
+        writer.submit(WriteRequest("laser", "serial", "P1", "ev-1", "st15/serial"), None)
+        for signal, value in (("verdict", 1), ("ack", True)):
+            writer.submit(
+                WriteRequest("laser", signal, value, "ev-1", f"st15/{signal}", None, "serial"),
+                None,
+            )
+
+    task = asyncio.create_task(writer.run())
+    try:
+        await wait_until(lambda: writer._tg is not None)
+        attempt()
+        await wait_until(lambda: len(reports) == 3)
+        assert [r.error is not None for r in reports] == [True, True, True]
+        assert plc.written == []  # no ack for a serial the PLC was not given
+        plc.fail = False
+        attempt()  # the PLC raised its request again: the record's writes again
+        await wait_until(lambda: len(reports) == 6)
+        assert plc.written == [("serial", "P1"), ("verdict", 1), ("ack", True)]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_until(cond: Any, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.001)
