@@ -217,8 +217,10 @@ class VirtualLine:
                     self.running.set()
                     await self._source()
                     await asyncio.gather(*drivers)
-                    await fault_task
+                    # The line is empty: nothing is to move any more (a fault may still last,
+                    # such as a long broker outage, with the gateway holding what it owes).
                     watch.cancel()
+                    await fault_task
             await self.owed(None, OWED_S, "the last events")
         except* (TimeoutError, LineStalled) as stop:
             why = "; ".join(str(e) for e in stop.exceptions if str(e)) or f"after {deadline_s} s"
@@ -358,14 +360,16 @@ class VirtualLine:
         self._moved.set()
 
     async def _watch(self, stall_s: float) -> None:
-        """The line stalls when no station finishes anything for `stall_s`."""
+        """The line stalls when no station finishes anything for `stall_s`, unless a fault
+        holds it (faults struck back to back may hold it longer; each bounds its own wait)."""
         while True:
             self._moved.clear()
             try:
                 async with asyncio.timeout(stall_s):
                     await self._moved.wait()
             except TimeoutError:
-                raise LineStalled(f"nothing moved on the line for {stall_s} s") from None
+                if not self.core.interlock.held:
+                    raise LineStalled(f"nothing moved on the line for {stall_s} s") from None
 
 
 def _offline(reader: LlrpReaderSim) -> bool:

@@ -64,6 +64,11 @@ class Interlock:
             if self._busy == 0:
                 self._idle.set()
 
+    @property
+    def held(self) -> bool:
+        """A fault holds the line (its stations are stopped on purpose, not stalled)."""
+        return not self._open.is_set()
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         self._open.clear()

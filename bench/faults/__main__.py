@@ -265,6 +265,8 @@ async def run_part(part: Part, scale: float, workdir: Path) -> dict[str, Any]:
                     layer.clear()
                 code = await gw.terminate()
     report = compare(truth, line.mes.received)
+    # What arrived, for looking into a failure (`--keep`).
+    (workdir / "received.json").write_text(json.dumps(line.mes.received))
     recovery: dict[str, list[float]] = defaultdict(list)
     struck: dict[str, int] = defaultdict(int)
     for f in truth.faults:
