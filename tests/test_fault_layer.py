@@ -37,6 +37,10 @@ CHILD = textwrap.dedent(
             for _ in range(int(arg)):  # one transaction each
                 n = conn.execute("INSERT INTO t (v) VALUES (randomblob(3000))").lastrowid
             print(f"committed {n}", flush=True)
+        elif cmd == "stream":
+            for _ in range(int(arg)):
+                n = conn.execute("INSERT INTO t (v) VALUES (randomblob(3000))").lastrowid
+                print(f"committed {n}", flush=True)
         elif cmd == "try":
             try:
                 conn.execute("INSERT INTO t (v) VALUES (randomblob(3000))")
@@ -120,6 +124,30 @@ def test_a_power_cut_keeps_every_synced_commit(layer: FaultLayer) -> None:
     cut = layer.power_cut()
     assert rows(db) == last == 125
     assert cut.writes == 0  # synchronous=FULL: a commit returns once all of it is synced ...
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 5, 8, 13])
+def test_a_power_cut_in_the_middle_of_a_commit_keeps_every_commit_before_it(
+    layer: FaultLayer, nth: int
+) -> None:
+    """The process dies right after its nth write (between a write and its sync, wherever
+    the nth falls in a transaction): every commit it reported is there, and nothing else."""
+    db = layer.journal_dir / "j.db"
+    child = Child(layer, db)
+    assert child.ask("insert 20").startswith("committed")
+    layer.set(die_after_writes=nth + 40)  # past the next few commits, in the middle of one
+    assert child.proc.stdin is not None and child.proc.stdout is not None
+    child.proc.stdin.write("stream 1000\n")
+    child.proc.stdin.flush()
+    reported = 20
+    for out in child.proc.stdout:  # until it dies
+        reported = int(out.split()[1])
+    child.kill()
+    assert child.proc.returncode == -9
+    cut = layer.power_cut()
+    assert reported < 1020 and cut.writes > 0
+    assert reported <= rows(db) <= reported + 1  # the one in flight: committed or not at all
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

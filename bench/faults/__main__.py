@@ -11,8 +11,9 @@ broker compared with the ground truth each time.
 Parts:
     kills    100 SIGKILLs of the gateway at random moments under load (every other one aimed
              between a handshake's commit and its acknowledgement)
-    power    100 power cuts: a SIGKILL, then every write the gateway had not synced undone by the
-             fault layer under its journal (bench/faults/shim.c), then the restart
+    power    100 power cuts: the gateway killed right after one of its next journal writes (in
+             the middle of a commit), then every write it had not synced undone by the fault
+             layer under its journal (bench/faults/shim.c), then the restart
     broker   20 broker restarts, then a 10-minute broker outage with the line running, then the
              replay
     devices  each kind of device restarted, made silent and sent garbage, repeatedly
@@ -33,6 +34,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
@@ -182,6 +184,7 @@ class Gateway:
         self.line_file, self.log, self.layer, self.power = line_file, log, layer, power
         self.proc: asyncio.subprocess.Process | None = None
         self.cuts: list[dict[str, int]] = []
+        self.rng = random.Random(11)
         self.starts = 0
 
     async def start(self) -> None:
@@ -194,13 +197,24 @@ class Gateway:
         self.starts += 1
 
     async def kill(self) -> None:
+        mid_write = False
+        if self.power and self.layer is not None and self.proc is not None:
+            # The cut strikes right after one of the journal's next writes (between a write
+            # and its sync: in the middle of a commit), or, when the journal writes nothing for
+            # 5 s, wherever the gateway is.
+            self.layer.set(die_after_writes=self.rng.randint(1, 30))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self.proc.wait()
+                    mid_write = True
+            self.layer.set(die_after_writes=0)
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
         if self.layer is not None:
             if self.power:
                 cut = self.layer.power_cut()
-                self.cuts.append({"writes": cut.writes, "bytes": cut.bytes})
+                self.cuts.append({"writes": cut.writes, "bytes": cut.bytes, "mid": mid_write})
             else:
                 self.layer.forget()
 
@@ -297,6 +311,7 @@ async def run_part(part: Part, scale: float, workdir: Path) -> dict[str, Any]:
             "n": len(gw.cuts),
             "writes_undone": sum(c["writes"] for c in gw.cuts),
             "bytes_restored": sum(c["bytes"] for c in gw.cuts),
+            "mid_write": sum(1 for c in gw.cuts if c["mid"]),
         },
         "gateway_starts": gw.starts,
         "exit_code": code,
@@ -348,6 +363,12 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         c = r["counts"]
         faults = ", ".join(f"{v} {k}" for k, v in sorted(r["faults"].items()))
+        cuts = r.get("power_cuts", {})
+        if cuts.get("n"):
+            faults = (
+                f"{cuts['n']} power cuts ({cuts.get('mid_write', 0)} in the middle of a commit; "
+                f"{cuts['writes_undone']:,} unsynced writes undone)"
+            )
         rows.append(
             f"| {r['part']} | {faults} | {r['units']:,} | {r['expected']:,} | {c['lost']} "
             f"| {c['duplicated']} | {c['resent']} | {c['reordered']} | {c['unexplained']} "

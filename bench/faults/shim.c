@@ -21,6 +21,9 @@
  *     write=ok|enospc|eio     write(2), pwrite(2) and ftruncate(2) of tracked files fail so
  *     fsync=ok|eio            fsync(2) and fdatasync(2) of tracked files fail (nothing synced)
  *     clock=SECONDS           added to CLOCK_REALTIME (clock_gettime, gettimeofday, time)
+ *     die_after_writes=N      the process kills itself (SIGKILL) right after its Nth write to a
+ *                             tracked file from now on: a power cut in the middle of a commit,
+ *                             between a write and its sync
  * One setting a line; a missing file means all ok. CLOCK_MONOTONIC is never touched.
  *
  * SQLite calls these through its own table of system calls, filled with the addresses of the
@@ -32,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +68,8 @@ static ino_t ctl_ino;          /* of the control file last read; 0: none */
 static int write_errno;        /* 0: writes pass */
 static int fsync_errno;        /* 0: syncs pass */
 static volatile double clock_offset;
+static long die_after;         /* 0: never */
+static long writes_seen;       /* tracked writes since the control file was read */
 
 static void init(void) {
     real_write = dlsym(RTLD_NEXT, "write");
@@ -109,6 +115,7 @@ static void read_ctl(void) {
     }
     ctl_ino = ino;
     int we = 0, fe = 0;
+    long die = 0;
     double off = 0.0;
     FILE *f = ino ? fopen(ctl, "re") : NULL;
     if (f != NULL) {
@@ -120,9 +127,13 @@ static void read_ctl(void) {
                 fe = errno_of(line + 6);
             else if (strncmp(line, "clock=", 6) == 0)
                 off = strtod(line + 6, NULL);
+            else if (strncmp(line, "die_after_writes=", 17) == 0)
+                die = strtol(line + 17, NULL, 10);
         }
         fclose(f);
     }
+    die_after = die;
+    writes_seen = 0;
     write_errno = we;
     fsync_errno = fe;
     clock_offset = off;
@@ -187,6 +198,12 @@ static void record(char type, const char *path, int fd, off_t offset, size_t len
     free(old);
 }
 
+/* Under `lock`, after a tracked write: the self-inflicted power cut of die_after_writes. */
+static void maybe_die(void) {
+    if (die_after > 0 && ++writes_seen >= die_after)
+        raise(SIGKILL);
+}
+
 static ssize_t guarded_pwrite(ssize_t (*fn)(int, const void *, size_t, off_t), int fd,
                               const void *buf, size_t count, off_t offset) {
     char path[4096];
@@ -200,6 +217,7 @@ static ssize_t guarded_pwrite(ssize_t (*fn)(int, const void *, size_t, off_t), i
     pthread_mutex_lock(&lock);
     record('W', path, fd, offset, count);
     ssize_t r = fn(fd, buf, count, offset);
+    maybe_die();
     pthread_mutex_unlock(&lock);
     return r;
 }
@@ -233,6 +251,7 @@ ssize_t write(int fd, const void *buf, size_t count) {
     if (at >= 0)
         record('W', path, fd, at, count);
     ssize_t r = real_write(fd, buf, count);
+    maybe_die();
     pthread_mutex_unlock(&lock);
     return r;
 }
