@@ -236,7 +236,9 @@ class VirtualLine:
                 f"it, {self.entered} entered; stations at work: {', '.join(busy) or 'none'}" + after
             )
             await self.owed(None, 2.0, "the events of a stopped line")
-        self.truth.write(self.workdir / "truth.json")
+        # In a thread: the truth of a long run takes a second to write, and the loop serves the
+        # PLC simulators, which a gateway still polling would see time out.
+        await asyncio.to_thread(self.truth.write, self.workdir / "truth.json")
         return self.truth
 
     async def _deliveries(self) -> None:
