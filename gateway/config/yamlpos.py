@@ -103,9 +103,10 @@ def load(path: Path, display: str | None = None) -> Located:
     return loads(text, file)
 
 
-class _TooDeep(Exception):
-    def __init__(self, mark: yaml.Mark | None) -> None:
+class _Unreadable(Exception):
+    def __init__(self, mark: yaml.Mark | None, problem: str) -> None:
         self.mark = mark
+        self.problem = problem
 
 
 class _Loader(yaml.SafeLoader):
@@ -119,7 +120,10 @@ class _Loader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+                raise _Unreadable(
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                    f"nested more than {MAX_DEPTH} deep",
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -132,6 +136,9 @@ def _compose_all(text: str) -> list[yaml.Node | None]:
         while loader.check_node():
             nodes.append(loader.get_node())
         return nodes
+    except ValueError as exc:  # the scanner's chr() for an escape beyond U+10FFFF (`"\U10010000"`)
+        problem = "a character escape beyond U+10FFFF" if "chr()" in str(exc) else str(exc)
+        raise _Unreadable(loader.get_mark(), problem) from None
     finally:
         loader.dispose()
 
@@ -139,10 +146,8 @@ def _compose_all(text: str) -> list[yaml.Node | None]:
 def loads(text: str, file: str) -> Located:
     try:
         nodes = _compose_all(text)
-    except _TooDeep as exc:
-        raise YamlProblem(
-            _mark(file, exc.mark), f"invalid YAML: nested more than {MAX_DEPTH} deep"
-        ) from None
+    except _Unreadable as exc:
+        raise YamlProblem(_mark(file, exc.mark), f"invalid YAML: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "cannot parse"

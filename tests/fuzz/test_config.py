@@ -475,3 +475,10 @@ def test_bug_a_control_character_is_a_problem_on_one_line(workdir: Path) -> None
     assert _problem(workdir, "gateway:\n  id: a\x08b\n") == (
         "2:8: (file): invalid YAML: unacceptable character #x0008"
     )
+
+
+def test_bug_an_escape_beyond_unicode_is_a_problem(workdir: Path) -> None:
+    """Found by the rerun of the campaign: PyYAML's scanner raises ValueError from chr()."""
+    assert _problem(workdir, 'gateway: {"\\U10010000": 1}\n') == (
+        "1:14: (file): invalid YAML: a character escape beyond U+10FFFF"
+    )
