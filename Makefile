@@ -1,14 +1,16 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine:
 #   make demo   virtualenv + install + the bundled demo line (simulators, broker, gateway)
 #   make test   virtualenv + test tools + Mosquitto + ruff, mypy and the whole test suite
-# Also: make bench (benchmarks, figures printed), make docs (regenerate the config reference),
+# Also: make bench (benchmarks, figures printed), make faults (the fault campaign, about half
+# an hour: docs/reliability.md), make fuzz (the fuzzing campaign: docs/fuzzing.md),
+# make docs (regenerate the config reference),
 # make lock (update the lock file constraints.txt after a dependency change).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench docs clean venv mosquitto test-tools lock
+.PHONY: demo test lint typecheck unit bench faults fuzz docs clean venv mosquitto test-tools lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -87,6 +89,12 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-test mosquitto
 	$(BIN)/python -m bench
+
+faults: $(VENV)/.installed-test mosquitto
+	$(BIN)/python -m bench.faults --update-docs
+
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m bench.fuzz --update-docs
 
 docs: $(VENV)/.installed-run
 	$(BIN)/python -m gateway.config.docs > docs/configuration.md

@@ -140,6 +140,10 @@ async def test_sigkill_20_times_loses_no_committed_event_and_never_reuses_seq(
                         await asyncio.sleep(rng.uniform(0.05, 0.8))  # a random moment
                         gw.kill()
                         high_water.append(committed_seq(journal))
+                        # The scanner must see the killed gateway's connection go, or the next
+                        # `client_connected` is still the dead one's and the next kill strikes
+                        # before the new gateway has connected.
+                        await asyncio.wait_for(cam.wait_no_client(), 10)
                         if len(high_water) == 1:  # the broker says it for a killed gateway
                             await wait_for(lambda: sub.last_retained(STATUS) == b"offline", 10)
                     gw.start()
