@@ -277,7 +277,9 @@ class _Loader:
         devices = data.get("devices")
         if not isinstance(devices, list):
             return
-        dirs = profile_search_path(self.config_dir, data.get("profile_dirs") or [])
+        extra = data.get("profile_dirs")
+        # Not a list (`profile_dirs: 1`): the schema check reports it; the bundled dirs still serve.
+        dirs = profile_search_path(self.config_dir, extra if isinstance(extra, list) else [])
         for i, entry in enumerate(devices):
             if not isinstance(entry, dict) or not isinstance(entry.get("profile"), str):
                 continue

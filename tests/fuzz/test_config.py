@@ -482,3 +482,9 @@ def test_bug_an_escape_beyond_unicode_is_a_problem(workdir: Path) -> None:
     assert _problem(workdir, 'gateway: {"\\U10010000": 1}\n') == (
         "1:14: (file): invalid YAML: a character escape beyond U+10FFFF"
     )
+
+
+def test_bug_profile_dirs_that_is_no_list_is_a_problem(workdir: Path) -> None:
+    """Found by the rerun of the campaign: the profile search iterated `profile_dirs: 1`."""
+    text = "profile_dirs: 1\n" + VALID
+    assert any(": profile_dirs: " in p for p in _refused(workdir, text))
