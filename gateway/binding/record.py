@@ -131,7 +131,28 @@ class Recorder:
         lot = order.lot if order is not None else None
         expiry = order.expiry if order is not None else None
         text = element_string(gtin, taken.serial, lot, expiry)
-        ident = parse_code(text, source=st.id, schemes=frozenset({"sgtin"}))
+        try:
+            ident = parse_code(text, source=st.id, schemes=frozenset({"sgtin"}))
+        except IdentifierRejected as exc:
+            # A serial of a pool loaded without GS1 checks (`gs1: false`) that makes no SGTIN
+            # with this GTIN (a space, an empty serial): refused, and used up with it, so it
+            # is never offered again. Found by the command fuzzer (docs/fuzzing.md).
+            ev = TraceEvent(
+                "rejected",
+                probe.time,
+                st.id,
+                st.step_name,
+                probe.work_order,
+                reason=exc.reason,
+                detail={
+                    **pool_detail,
+                    "serial": taken.serial,
+                    "message": f"serial {taken.serial!r} of pool {cfg.pool!r} makes no SGTIN "
+                    f"with GTIN {gtin}: {exc.message}",
+                },
+                event_id=probe.event_id,
+            )
+            return Record(ev, rules.verdict_code(st, exc.reason), list(taken.changes))
         written = {
             "serial": taken.serial,
             "element_string": text,
