@@ -199,12 +199,14 @@ class Gateway:
     async def kill(self) -> None:
         mid_write = False
         if self.power and self.layer is not None and self.proc is not None:
-            # The cut strikes right after one of the journal's next writes (between a write
+            # The cut strikes right after one of the journal's next few writes (between a write
             # and its sync: in the middle of a commit), or, when the journal writes nothing for
-            # 5 s, wherever the gateway is.
-            self.layer.set(die_after_writes=self.rng.randint(1, 30))
+            # 1.5 s, wherever the gateway is. Not longer: an aimed kill holds the PLC's acks
+            # meanwhile, and a PLC that waits too long gives up its handshake (the kill is
+            # meant to strike between a commit and its ack, not to outlast the PLC).
+            self.layer.set(die_after_writes=self.rng.randint(1, 6))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):
+                async with asyncio.timeout(1.5):
                     await self.proc.wait()
                     mid_write = True
             self.layer.set(die_after_writes=0)
