@@ -27,7 +27,15 @@ from gateway.aio import TaskGroup
 from gateway.binding import Binder, BindResult, WriteRequest
 from gateway.binding.commands import Reply
 from gateway.devices.base import WriteFailed
-from gateway.events import Loss, Observation, Tick, TraceEvent, WriteDone
+from gateway.events import (
+    Command,
+    DeviceState,
+    Loss,
+    Observation,
+    Tick,
+    TraceEvent,
+    WriteDone,
+)
 from gateway.journal import Journal
 from gateway.log import get_logger
 
@@ -45,6 +53,12 @@ class _Dropped:
     last_time: float
 
 
+# What the gateway tells itself (a device's state, a write's result, a command, a loss already
+# counted) is few, bounded by its sources, and not to be lost: only what devices read is dropped
+# and counted when the queue is full. (Ticks counted as losses made `gap` events of device "".)
+_NEVER_DROPPED = (DeviceState, WriteDone, Command, Loss)
+
+
 class ObservationQueue:
     def __init__(self, maxsize: int, now: Callable[[], float] = clock.now) -> None:
         self.maxsize = maxsize
@@ -60,8 +74,10 @@ class ObservationQueue:
         return len(self._q) + len(self._dropped)
 
     def put(self, obs: Observation) -> None:
-        if len(self._q) < self.maxsize:
+        if len(self._q) < self.maxsize or isinstance(obs, _NEVER_DROPPED):
             self._q.append(obs)
+        elif isinstance(obs, Tick):
+            pass  # the binder hears the time at the next tick; a tick is no data lost
         else:
             t = obs.time
             d = self._dropped.get(obs.device)

@@ -19,6 +19,7 @@ from gateway.config.models import LineConfig
 from gateway.devices.base import WriteFailed
 from gateway.events import (
     Command,
+    DeviceState,
     EventContext,
     NoRead,
     Scan,
@@ -26,6 +27,7 @@ from gateway.events import (
     SignalValue,
     Tick,
     TraceEvent,
+    WriteDone,
 )
 from gateway.journal import Journal, connect
 from gateway.pipeline import BinderLoop, ObservationQueue, Writer
@@ -774,3 +776,21 @@ async def wait_until(cond: Any, timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not cond():
             await asyncio.sleep(0.001)
+
+
+def test_a_full_queue_drops_and_counts_only_what_devices_read() -> None:
+    """Ticks, write results, device states and commands are not device data: a tick is let go
+    (the next one tells the time), the others always get in; only reads become a `gap`."""
+    q = ObservationQueue(2)
+    q.put(Scan("cam-1", 1.0, code(1)))
+    q.put(Scan("cam-1", 1.1, code(2)))
+    q.put(Tick(1.2))
+    q.put(WriteDone("press", 1.3, "ack", True, None, "st20/ack"))
+    q.put(DeviceState("cam-1", 1.4, "disconnected", "reset"))
+    q.put(command("work-order", work_order="W"))
+    q.put(Scan("cam-1", 1.5, code(3)))  # a read: dropped and counted
+    assert q.total_dropped == 1 and q.dropped_by_device == {"cam-1": 1}
+    batch = asyncio.run(q.get_batch(10))
+    kinds = [type(o).__name__ for o in batch]
+    assert kinds == ["Scan", "Scan", "WriteDone", "DeviceState", "Command", "Loss"]
+    assert (batch[-1].device, batch[-1].count) == ("cam-1", 1)  # type: ignore[union-attr]
