@@ -84,6 +84,9 @@ class VirtualLine:
         self.readers: dict[str, LlrpReaderSim] = {}
         self.programs: dict[str, StationProgram] = {}
         self.gateway: GatewayControl | None = None
+        # Whether the kill in progress is aimed between a commit and its ack (the PLC's writes
+        # held): a control that kills in its own way must then strike at once.
+        self.kill_aimed = False
         self.entered = 0  # units that entered the line
         self.fed_all = False
         self.given_up: set[tuple[str | None, str, str | None]] = set()

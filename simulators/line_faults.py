@@ -99,6 +99,7 @@ class FaultDriver:
                     "gateway_kill", line.sc.line.gateway, note="aimed" if aimed else ""
                 )
                 onlines = line.mes.onlines
+                line.kill_aimed = aimed  # for a GatewayControl that strikes in its own way
                 await line.gateway.kill()
                 self._hold_writes(False)
                 await line.gone()

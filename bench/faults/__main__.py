@@ -185,6 +185,7 @@ class Gateway:
         self.proc: asyncio.subprocess.Process | None = None
         self.cuts: list[dict[str, int]] = []
         self.rng = random.Random(11)
+        self.line: Any = None  # the VirtualLine (whether a kill is aimed)
         self.starts = 0
 
     async def start(self) -> None:
@@ -198,12 +199,12 @@ class Gateway:
 
     async def kill(self) -> None:
         mid_write = False
-        if self.power and self.layer is not None and self.proc is not None:
+        aimed = self.line is not None and self.line.kill_aimed
+        if self.power and self.layer is not None and self.proc is not None and not aimed:
             # The cut strikes right after one of the journal's next few writes (between a write
             # and its sync: in the middle of a commit), or, when the journal writes nothing for
-            # 1.5 s, wherever the gateway is. Not longer: an aimed kill holds the PLC's acks
-            # meanwhile, and a PLC that waits too long gives up its handshake (the kill is
-            # meant to strike between a commit and its ack, not to outlast the PLC).
+            # 1.5 s, wherever the gateway is. An aimed kill (the PLC's acks held after a commit)
+            # strikes at once: waiting would outlast the PLC's handshake.
             self.layer.set(die_after_writes=self.rng.randint(1, 6))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.5):
@@ -262,6 +263,7 @@ async def run_part(part: Part, scale: float, workdir: Path) -> dict[str, Any]:
             journal = Path(load_line(line.line_file).config.journal.path).parent
             layer = FaultLayer(journal, workdir / "layer") if part.layer else None
             gw = Gateway(line.line_file, workdir / "logs" / "gateway.log", layer, part.power)
+            gw.line = line
             disturb: asyncio.Task[None] | None = None
             try:
                 if part.disturb is not None:
