@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
 from sllurp.llrp import LLRPMessage
 from sllurp.llrp_errors import LLRPError
 from sllurp.llrp_proto import LLRPROSpec
@@ -20,6 +21,10 @@ from simulators.llrp import READER_MODELS
 from simulators.llrp_codec import Msg, P
 
 REPO = Path(__file__).resolve().parent.parent
+# Any TagReportContentSelector: each field on or off.
+CONTENT_SELECTORS = st.builds(
+    codec.ContentSelector, **{f.name: st.booleans() for f in fields(codec.ContentSelector)}
+)
 EPC96 = "3074257bf7194e4000001a85"  # urn:epc:id:sgtin:0614141.812345.6789
 EPC96_B = "3074257bf7194e4000001a86"
 EPC128 = "3074257bf7194e4000001a85aabbccdd"  # not 96 bits: sent as EPCData

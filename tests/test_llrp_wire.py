@@ -22,6 +22,7 @@ from gateway.devices.llrp_setup import (
     sllurp_settings,
 )
 from simulators import llrp_codec as codec
+from tests.helpers_llrp import CONTENT_SELECTORS
 
 EPC96 = "3074257bf7194e4000001a85"
 EPC128 = "3074257bf7194e4000001a85aabbccdd"
@@ -47,21 +48,7 @@ tag_reads = st.builds(
     count=st.integers(0, 0xFFFF),
     rospec_id=st.integers(0, 2**32 - 1),
 )
-selectors = st.builds(
-    codec.ContentSelector,
-    rospec_id=st.booleans(),
-    spec_index=st.booleans(),
-    inventory_spec_id=st.booleans(),
-    antenna_id=st.booleans(),
-    channel_index=st.booleans(),
-    peak_rssi=st.booleans(),
-    first_seen=st.booleans(),
-    last_seen=st.booleans(),
-    seen_count=st.booleans(),
-    access_spec_id=st.booleans(),
-    crc=st.booleans(),
-    pc_bits=st.booleans(),
-)
+selectors = CONTENT_SELECTORS
 
 
 @settings(max_examples=300, deadline=None)

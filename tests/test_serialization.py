@@ -33,6 +33,7 @@ from gateway.journal import Journal, connect
 from gateway.pipeline import BinderLoop, ObservationQueue, Writer
 from gateway.trace_index import PoolBlock, StateSet
 from simulators.codes import gs1_check_digit
+from tests.helpers import wait_for
 
 GTIN_A = "09506000134352"
 GTIN_B = "04012345000023"
@@ -758,24 +759,18 @@ async def test_a_write_that_failed_and_then_succeeded_no_longer_holds_back_the_a
 
     task = asyncio.create_task(writer.run())
     try:
-        await wait_until(lambda: writer._tg is not None)
+        await wait_for(lambda: writer._tg is not None, 5, "the writer running")
         attempt()
-        await wait_until(lambda: len(reports) == 3)
+        await wait_for(lambda: len(reports) == 3, 5, "three writes done")
         assert [r.error is not None for r in reports] == [True, True, True]
         assert plc.written == []  # no ack for a serial the PLC was not given
         plc.fail = False
         attempt()  # the PLC raised its request again: the record's writes again
-        await wait_until(lambda: len(reports) == 6)
+        await wait_for(lambda: len(reports) == 6, 5, "six writes done")
         assert plc.written == [("serial", "P1"), ("verdict", 1), ("ack", True)]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def wait_until(cond: Any, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not cond():
-            await asyncio.sleep(0.001)
 
 
 def test_a_full_queue_drops_and_counts_only_what_devices_read() -> None:

@@ -27,6 +27,7 @@ from gateway.events import Gpi, Observation, TagRead
 from simulators import llrp_codec as codec
 from simulators.llrp import LlrpReaderSim
 from tests.fuzz.harness import Known, RecordingLog, chunked, fuzz, mutated, one_input
+from tests.helpers_llrp import CONTENT_SELECTORS
 
 # --- messages a reader sends, valid and not -----------------------------------------------------
 
@@ -72,21 +73,7 @@ reads = st.builds(
     count=st.integers(0, 0xFFFF),
     rospec_id=st.integers(0, 2**32 - 1),
 )
-selectors = st.builds(
-    codec.ContentSelector,
-    rospec_id=st.booleans(),
-    spec_index=st.booleans(),
-    inventory_spec_id=st.booleans(),
-    antenna_id=st.booleans(),
-    channel_index=st.booleans(),
-    peak_rssi=st.booleans(),
-    first_seen=st.booleans(),
-    last_seen=st.booleans(),
-    seen_count=st.booleans(),
-    access_spec_id=st.booleans(),
-    crc=st.booleans(),
-    pc_bits=st.booleans(),
-)
+selectors = CONTENT_SELECTORS
 reports = st.builds(codec.ro_access_report, st.lists(reads, max_size=6), selectors)
 gpi_states = st.builds(
     lambda port, state: codec.tlv(225, struct.pack("!HBB", port, 0x80, state)),
