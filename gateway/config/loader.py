@@ -335,7 +335,8 @@ class _Loader:
                         "unknown profile key" + _suggest(str(key), PROFILE_HEADER),
                     )
                 )
-        settings: dict[str, Any] = dict(pdata.get("settings") or {})
+        raw_settings = pdata.get("settings")
+        settings: dict[str, Any] = dict(raw_settings) if isinstance(raw_settings, dict) else {}
         if "kind" in pdata:
             settings["kind"] = pdata["kind"]
             if "kind" in entry and entry["kind"] != pdata["kind"]:
@@ -496,7 +497,7 @@ class _Loader:
         if not isinstance(agg, dict):
             return
         identity = st.get("identity")
-        own = list(identity.get("sources") or []) if isinstance(identity, dict) else []
+        own = list(_items(identity.get("sources"))) if isinstance(identity, dict) else []
         portal = st.get("portal")
         if isinstance(portal, dict) and isinstance(portal.get("device"), str):
             own.append(portal["device"])
@@ -563,7 +564,7 @@ class _Loader:
         known: tuple[dict[str, Any], dict[str, Any]],
     ) -> None:
         """An output is a reader's GPO port or a writable PLC signal."""
-        for k, rule in enumerate(st.get("outputs") or []):
+        for k, rule in enumerate(_items(st.get("outputs"))):
             if not isinstance(rule, dict):
                 continue
             at = ("stations", s, "outputs", k)
@@ -598,7 +599,7 @@ class _Loader:
         hs = st.get("handshake")
         if isinstance(hs, dict):
             refs += _named(("handshake",), hs.get("device"), hs, HANDSHAKE_FIELDS)
-        for k, prm in enumerate(st.get("parameters") or []):
+        for k, prm in enumerate(_items(st.get("parameters"))):
             if isinstance(prm, dict):
                 refs.append((("parameters", k), prm.get("device"), prm.get("signal"), "any"))
         for key, use in SIGNAL_FIELDS:  # fields that are one {device, signal}
@@ -767,6 +768,12 @@ def _kind(device: dict[str, Any]) -> str | None:
     reports) is no kind, and cannot be looked up in the sets of kinds."""
     kind = device.get("kind")
     return kind if isinstance(kind, str) else None
+
+
+def _items(value: Any) -> list[Any]:
+    """A list field's items for the cross references, or none when it is no list (a mistyped
+    field is the schema check's problem to report, not a TypeError here: found by the fuzzer)."""
+    return value if isinstance(value, list) else []
 
 
 def _suggest(word: str, options: Iterable[Any]) -> str:

@@ -488,3 +488,21 @@ def test_bug_profile_dirs_that_is_no_list_is_a_problem(workdir: Path) -> None:
     """Found by the rerun of the campaign: the profile search iterated `profile_dirs: 1`."""
     text = "profile_dirs: 1\n" + VALID
     assert any(": profile_dirs: " in p for p in _refused(workdir, text))
+
+
+def test_bug_a_list_field_of_a_station_that_is_no_list_is_a_problem(workdir: Path) -> None:
+    """Found by the campaign of 2026-12-03 (seed 543686287, input 54,712): `parameters: 1` made
+    the cross references iterate an int (TypeError); `outputs` and `identity.sources` too."""
+    text = (
+        "gateway: {id: g, site: s, line: l}\n"
+        "devices:\n"
+        "  - {id: plc, kind: modbus, host: h, signals: {cnt: {table: coil, address: 1}}}\n"
+        "stations:\n"
+        "  - {id: st1, trigger: {device: plc, signal: cnt, edge: change}, parameters: 1,\n"
+        "     outputs: 2, identity: {sources: 3}, aggregation: {kind: packing}}\n"
+    )
+    problems = [p.split(":", 1)[1] for p in _refused(workdir, text)]
+    wanted = "stations[0].parameters: input should be a valid list (got 1)"
+    assert any(wanted in p for p in problems)
+    assert any("stations[0].outputs" in p for p in problems)
+    assert any("stations[0].identity.sources" in p for p in problems)
